@@ -1,0 +1,44 @@
+// Warp-specialization constants shared by the Hopper kernels.
+//
+// A CTA is 1 producer warpgroup + N consumer warpgroups. Registers are moved
+// from the producer (which only issues TMA and needs few) to the consumers
+// (which hold wgmma accumulators) with setmaxnreg. The split must satisfy
+//   128 * (kProducerRegs + N * kConsumerRegs) <= 65536
+// and each value must be a multiple of 8 in [24, 256].
+#pragma once
+
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+namespace cd42 {
+
+constexpr int kWarpGroupThreads = 128;
+
+template <int NumConsumerWGs>
+struct RegisterSplit;
+
+template <>
+struct RegisterSplit<2> {
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
+};
+
+template <>
+struct RegisterSplit<1> {
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 256;
+};
+
+template <int N>
+constexpr bool register_split_fits() {
+  return kWarpGroupThreads * (RegisterSplit<N>::kProducerRegs + N * RegisterSplit<N>::kConsumerRegs) <= 65536;
+}
+
+// Named barrier ids used by consumer warpgroup `wg` (0-based). CUTLASS's
+// NamedBarrier adds its reserved-id offset, so these never clash with ids
+// that CUTLASS pipelines use internally.
+struct BarrierIds {
+  static constexpr int kEpilogueBase = 0;  // + consumer index
+};
+
+}  // namespace cd42

@@ -1,0 +1,12 @@
+"""cudadent42: Hopper (sm_90a) training kernels from CuTe templates.
+
+Kernels are JIT-built per config with nvcc on first use and cached on disk;
+importing this package needs neither a GPU nor nvcc.
+"""
+__version__ = "0.1.0"
+
+from .configs import ConfigError, GemmConfig  # noqa: E402
+from .ops import gemm  # noqa: E402
+from .runtime import KernelLaunchError, UnsupportedDeviceError, hopper_available  # noqa: E402
+
+__all__ = ["gemm", "GemmConfig", "ConfigError", "KernelLaunchError", "UnsupportedDeviceError", "hopper_available"]

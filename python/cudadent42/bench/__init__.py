@@ -1,0 +1,1 @@
+"""Benchmarks against the anchors, shared by the CLI and benchmarks/ scripts."""

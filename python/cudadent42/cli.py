@@ -1,0 +1,139 @@
+"""`python -m cudadent42 {info,build,bench,cache}` (also the `cudadent42` script)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _info(args) -> int:
+    import platform
+
+    import torch
+
+    from .jit import toolchain
+
+    missing = []
+
+    def probe(label, fn):
+        try:
+            value = fn()
+        except Exception as e:  # report every missing piece, do not stop at the first
+            missing.append(label)
+            value = f"MISSING - {e}"
+        print(f"{label:<18} {value}")
+
+    print(f"{'python':<18} {platform.python_version()}")
+    print(f"{'torch':<18} {torch.__version__} (CUDA {torch.version.cuda})")
+
+    def gpu():
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device visible to torch")
+        p = torch.cuda.get_device_properties(0)
+        drv = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else "?"
+        note = "" if (p.major, p.minor) == (9, 0) else "  (not sm_90: kernels will not run here)"
+        return f"{p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, driver {drv}{note}"
+
+    probe("gpu", gpu)
+    probe("nvcc", lambda: f"{toolchain.find_nvcc()} ({toolchain.nvcc_version()})")
+    probe("cutlass", lambda: f"{toolchain.cutlass_version()} at {toolchain.cutlass_include_dirs()[0]}")
+    probe("cuobjdump", lambda: toolchain.find_cuobjdump() or (_ for _ in ()).throw(
+        RuntimeError("pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm")))
+    from .jit import cache
+
+    probe("cache", lambda: f"{toolchain.cache_dir()} ({cache.cache_size_bytes() / 2**20:.1f} MiB, "
+                           f"{len(cache.list_entries())} entries)")
+    print("\nenvironment variables:")
+    import os
+
+    for var, desc in toolchain.ENV_VARS.items():
+        print(f"  {var:<26} {os.environ.get(var, '(unset)'):<20} {desc}")
+    if missing:
+        print(f"\nmissing: {', '.join(missing)}")
+    return 0
+
+
+def _build(args) -> int:
+    from .configs.defaults import default_configs
+    from .jit import build
+
+    configs = default_configs(None if args.all else args.family)
+    t0 = time.time()
+    results = build(configs, jobs=args.jobs)
+    failed = [r for r in results if not r.ok]
+    print(f"built {len(results) - len(failed)}/{len(results)} configs in {time.time() - t0:.1f} s")
+    for r in failed:
+        print(f"FAILED {r.name}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _bench(args) -> int:
+    from .runtime import hopper_available
+
+    if not hopper_available():
+        import torch
+
+        from .configs.defaults import default_configs
+        from .jit import build
+
+        where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+        print(f"cudadent42 bench: no Hopper (sm_90) GPU here ({where}); showing the JIT build path only.")
+        cfg = default_configs("gemm")[0]
+        t0 = time.time()
+        res = build([cfg], jobs=1)[0]
+        if not res.ok:
+            print(f"JIT build of {cfg.name} FAILED: {res.error}")
+            return 2
+        from .jit import load
+
+        k = load(cfg)
+        m = k.meta.get("ptxas", k.meta)
+        print(f"JIT build ok: {cfg.name} ({'cached' if res.cached else 'compiled'} in {time.time() - t0:.1f} s), "
+              f"{m.get('registers')} registers, {m.get('spill_stores', 0)}+{m.get('spill_loads', 0)} spill bytes, "
+              f"at {k.dir}")
+        return 1
+
+    import torch
+
+    from .bench.gemm import HEADER, run_gemm_bench
+
+    print(f"card: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
+    print("GEMM (bf16, fp32 accumulate) vs torch.matmul (cuBLAS), same run:")
+    print(HEADER)
+    rows = run_gemm_bench()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"card": torch.cuda.get_device_name(0), "gemm": rows}, f, indent=1)
+    return 0
+
+
+def _cache(args) -> int:
+    from .jit import cache
+
+    if args.action == "list":
+        entries = cache.list_entries()
+        for e in entries:
+            print(f"{e['name']}.{e['digest']}  {e['size'] / 2**20:6.1f} MiB  regs={e.get('registers')} "
+                  f"smem={e.get('smem_bytes')} spills={e.get('spills')} {'ok' if e.get('valid') else 'INVALID'}")
+        print(f"{len(entries)} entries, {cache.cache_size_bytes() / 2**20:.1f} MiB")
+    else:
+        print(f"removed {cache.clear(args.pattern)} entries")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="cudadent42", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="GPU, nvcc, CUTLASS, cache, environment")
+    b = sub.add_parser("build", help="pre-build default configs into the cache")
+    b.add_argument("--family", default="gemm")
+    b.add_argument("--all", action="store_true", help="every family's default configs")
+    b.add_argument("--jobs", type=int, default=None)
+    be = sub.add_parser("bench", help="benchmark against the anchors (needs a Hopper GPU)")
+    be.add_argument("--json", default=None, help="also write the results here")
+    c = sub.add_parser("cache", help="list or clear the kernel cache")
+    c.add_argument("action", choices=["list", "clear"])
+    c.add_argument("--pattern", default=None, help="only entries whose name contains this")
+    args = p.parse_args(argv)
+    return {"info": _info, "build": _build, "bench": _bench, "cache": _cache}[args.cmd](args)

@@ -1,0 +1,25 @@
+"""The configs the heuristics can pick: what `cudadent42 build` pre-builds
+and what CI's ptxas/SASS checks must hold for."""
+from __future__ import annotations
+
+from .gemm import GemmConfig
+
+
+def default_gemm_configs() -> list[GemmConfig]:
+    out = []
+    for dtype in ("bf16", "fp16"):
+        for b_major in ("k", "n"):
+            out.append(GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=256, stages=4))
+            out.append(GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=128, stages=6))
+    return out
+
+
+FAMILIES = {"gemm": default_gemm_configs}
+
+
+def default_configs(family: str | None = None):
+    if family is None:
+        return [c for fn in FAMILIES.values() for c in fn()]
+    if family not in FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[family]()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# On the GPU machine (see README "GPU machine"): install from carried wheels,
+# build the default configs on all cores, run every test (GPU ones included),
+# run the benchmark, and leave logs + results JSON under $OUT.
+#   device run: carry [".whl"], command: bash scripts/gpu_check.sh [pytest args]
+set -uo pipefail
+OUT=${OUT:-$PWD/.out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export CUDADENT42_CACHE_DIR=${CUDADENT42_CACHE_DIR:-/tmp/cd42-cache}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+step() { echo; echo "=== $* ==="; }
+
+step info
+python3 -m cudadent42 info 2>&1 | tee "$OUT/info.log"
+
+step "cold compile of one config, then warm load in a fresh process"
+python3 - <<'PY' 2>&1 | tee "$OUT/compile_times.log"
+import time, subprocess, sys
+from cudadent42.configs.defaults import default_configs
+from cudadent42.jit import build
+cfg = default_configs("gemm")[0]
+t = time.time(); r = build([cfg], jobs=1, progress=False)[0]; cold = time.time() - t
+print(f"cold build {cfg.name}: {cold:.1f} s (cached={r.cached}, ok={r.ok})")
+code = ("import time; t=time.perf_counter(); from cudadent42.jit import load; "
+        "from cudadent42.configs.defaults import default_configs; "
+        f"k=load(default_configs('gemm')[0]); print(f'warm load (disk cache -> dlopen): {{(time.perf_counter()-t)*1e3:.1f}} ms')")
+subprocess.run([sys.executable, "-c", code], check=True)
+PY
+
+step "build all default configs and the tests' explicit configs ($(nproc) jobs)"
+python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
+import sys, time
+sys.path.insert(0, "tests")
+from cudadent42.configs.defaults import default_configs
+from cudadent42.jit import build
+from test_gemm_gpu import EXPLICIT_CONFIGS
+t = time.time()
+res = build(default_configs() + EXPLICIT_CONFIGS, progress=False)
+for r in res:
+    print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
+print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
+PY
+
+step "tests"
+timeout ${TEST_TIMEOUT:-400} python3 -m pytest -q -rs -p no:cacheprovider "${@:-tests}" 2>&1 | tee "$OUT/tests.log"
+tests_rc=${PIPESTATUS[0]}
+
+step "benchmark"
+timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+
+for d in "$CUDADENT42_CACHE_DIR"/gemm_*; do
+  [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); p=m.get('ptxas', m); print(m['name'], 'regs', p['registers'], 'spills', p['spill_stores'], p['spill_loads'], 'c7510', p['c7510'])"
+done 2>&1 | tee "$OUT/ptxas_summary.log"
+echo "tests exit code: $tests_rc"
+exit $tests_rc

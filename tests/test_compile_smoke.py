@@ -1,0 +1,40 @@
+"""Compile-smoke: JIT-build one real config of each kernel family with nvcc
+(no GPU needed) and check ptxas and the SASS for the Hopper fast path."""
+import pytest
+
+from cudadent42.configs.defaults import default_configs
+from cudadent42.jit import load, toolchain
+from cudadent42.jit.sass import dump_sass, sass_stats
+
+pytestmark = pytest.mark.compile
+
+
+@pytest.fixture(scope="module")
+def gemm_kernel(tmp_path_factory):
+    try:
+        toolchain.find_nvcc()
+    except toolchain.ToolchainError as e:
+        pytest.fail(f"compile-smoke needs nvcc: {e}")
+    import os
+
+    os.environ["CUDADENT42_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        return load(default_configs("gemm")[0])
+    finally:
+        os.environ.pop("CUDADENT42_CACHE_DIR")
+
+
+def test_gemm_ptxas_clean(gemm_kernel):
+    meta = gemm_kernel.meta
+    assert meta["spill_stores"] == 0 and meta["spill_loads"] == 0, meta
+    assert not meta["c7510"] and not meta["serialized"], meta["warnings"]
+    assert meta["registers"] > 0
+
+
+def test_gemm_sass_has_hopper_instructions(gemm_kernel):
+    stats = sass_stats(dump_sass(gemm_kernel.dir / "kernel.so"))
+    assert stats["HGMMA"] > 0, "no warpgroup MMA in the SASS"
+    assert stats["UTMALDG"] > 0, "no TMA loads in the SASS"
+    assert stats["UTMASTG"] > 0, "no TMA store epilogue in the SASS"
+    assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic (spills / dynamic register indexing)"
+    assert stats["USETMAXREG"] > 0, "setmaxnreg missing: producer/consumer register split not applied"
