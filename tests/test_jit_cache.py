@@ -9,20 +9,12 @@ import multiprocessing as mp
 import os
 import shutil
 import stat
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import cudadent42  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-
-from cudadent42.jit import cache, toolchain  # noqa: E402
-from cudadent42.jit import (  # noqa: E402
+from cudadent42.jit import cache, toolchain
+from cudadent42.jit import (
     BuildError, ToolchainError, build, build_one, cache_size_bytes, clear, digest, entry_dir,
     list_entries, load,
 )

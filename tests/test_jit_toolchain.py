@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import cudadent42  # noqa: F401
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO / "python"))
-
-from cudadent42.jit import toolchain  # noqa: E402
-from cudadent42.jit.toolchain import ToolchainError  # noqa: E402
+from cudadent42.jit import toolchain
+from cudadent42.jit.toolchain import ToolchainError
 
 
 def _script(path: Path, body: str) -> Path:

@@ -8,16 +8,8 @@ array (stack, no spills), and inline-PTX wgmma loops that ptxas serializes.
 CUDA 13 prints the wgmma serialization notes at "info" level; CUDA 12.x
 printed them as "ptxas warning", which LOG_C7510_CUDA12 reproduces.
 """
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import cudadent42  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-
-from cudadent42.jit.ptxas import parse_ptxas, summary  # noqa: E402
+from cudadent42.jit.ptxas import parse_ptxas, summary
 
 LOG_CLEAN = """\
 ptxas info    : 0 bytes gmem

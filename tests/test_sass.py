@@ -1,17 +1,8 @@
 """SASS dump and opcode counts on a real (tiny) build; skipped without cuobjdump."""
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import cudadent42  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-
-from cudadent42.jit import ToolchainError, build_one, dump_sass, sass_stats, toolchain  # noqa: E402
-from cudadent42.jit.sass import TRACKED  # noqa: E402
+from cudadent42.jit import ToolchainError, build_one, dump_sass, sass_stats, toolchain
+from cudadent42.jit.sass import TRACKED
 
 PROBE = """\
 extern "C" __attribute__((visibility("default"))) int cd42_probe(int x) { return x + 1; }

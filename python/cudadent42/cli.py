@@ -88,7 +88,7 @@ def _bench(args) -> int:
         from .jit import load
 
         k = load(cfg)
-        m = k.meta.get("ptxas", k.meta)
+        m = k.meta
         print(f"JIT build ok: {cfg.name} ({'cached' if res.cached else 'compiled'} in {time.time() - t0:.1f} s), "
               f"{m.get('registers')} registers, {m.get('spill_stores', 0)}+{m.get('spill_loads', 0)} spill bytes, "
               f"at {k.dir}")

@@ -40,14 +40,22 @@ struct GemmTraits {
 
   static constexpr cute::GMMA::Major kMajorB = kBIsKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN;
 
-  // Shared-memory layouts, one slot per pipeline stage.
-  using SmemLayoutA = decltype(cute::tile_to_shape(
-      cute::GMMA::Layout_K_SW128_Atom<Element>{},
-      cute::Shape<cute::Int<kWgM>, cute::Int<kTileK>, cute::Int<kStages>>{}));
+  // Shared-memory layouts, one slot per pipeline stage; the TMA descriptors
+  // are built from the single-stage layouts (the box of one stage's copy).
+  using SmemAtomA = cute::GMMA::Layout_K_SW128_Atom<Element>;
   using SmemAtomB = std::conditional_t<kBIsKMajor, cute::GMMA::Layout_K_SW128_Atom<Element>,
                                        cute::GMMA::Layout_MN_SW128_Atom<Element>>;
+  using SmemLayoutA = decltype(cute::tile_to_shape(
+      SmemAtomA{}, cute::Shape<cute::Int<kWgM>, cute::Int<kTileK>, cute::Int<kStages>>{}));
+  // An N-major B tiles its 64(N)x8(K) atoms along K first, so each 64-wide
+  // N slab of a stage is one contiguous TMA box (128B inner extent).
+  using OrderB = std::conditional_t<kBIsKMajor, cute::Step<cute::_1, cute::_2, cute::_3>,
+                                    cute::Step<cute::_2, cute::_1, cute::_3>>;
   using SmemLayoutB = decltype(cute::tile_to_shape(
-      SmemAtomB{}, cute::Shape<cute::Int<kTileN>, cute::Int<kTileK>, cute::Int<kStages>>{}));
+      SmemAtomB{}, cute::Shape<cute::Int<kTileN>, cute::Int<kTileK>, cute::Int<kStages>>{}, OrderB{}));
+  using SmemStageA = decltype(cute::tile_to_shape(SmemAtomA{}, cute::Shape<cute::Int<kWgM>, cute::Int<kTileK>>{}));
+  using SmemStageB = decltype(cute::tile_to_shape(SmemAtomB{}, cute::Shape<cute::Int<kTileN>, cute::Int<kTileK>>{},
+                                                  cute::take<0, 2>(OrderB{})));
 
   // One warpgroup's MMA: a 64 x TileN x 16 atom, repeated WgM/64 times on M.
   using TiledMma = decltype(cute::make_tiled_mma(
@@ -73,10 +81,12 @@ struct GemmTraits {
 
   // TMA descriptors are built on the host from the runtime shapes/strides;
   // these helpers also give the descriptor types for the kernel parameters.
+  // Note make_tma_copy's 4-argument form takes a cluster size, not a tiler:
+  // always pass (tiler, cluster) explicitly.
   static auto make_tma_a(Element const* a, int M, int K, int64_t lda) {
     using namespace cute;
     auto mA = make_tensor(make_gmem_ptr(a), make_shape(M, K), make_stride(lda, _1{}));
-    return make_tma_copy(SM90_TMA_LOAD{}, mA, SmemLayoutA{}(_, _, 0), Shape<Int<kWgM>, Int<kTileK>>{});
+    return make_tma_copy(SM90_TMA_LOAD{}, mA, SmemStageA{}, Shape<Int<kWgM>, Int<kTileK>>{}, Int<1>{});
   }
   static auto make_tma_b(Element const* b, int N, int K, int64_t ldb) {
     using namespace cute;
@@ -85,13 +95,13 @@ struct GemmTraits {
       else return make_stride(_1{}, ldb);                       // [K,N] row-major
     }();
     auto mB = make_tensor(make_gmem_ptr(b), make_shape(N, K), stride);
-    return make_tma_copy(SM90_TMA_LOAD{}, mB, SmemLayoutB{}(_, _, 0), Shape<Int<kTileN>, Int<kTileK>>{});
+    return make_tma_copy(SM90_TMA_LOAD{}, mB, SmemStageB{}, Shape<Int<kTileN>, Int<kTileK>>{}, Int<1>{});
   }
   static auto make_tma_c(Element* c, int M, int N, int64_t ldc) {
     using namespace cute;
     auto mC = make_tensor(make_gmem_ptr(c), make_shape(M, N), make_stride(ldc, _1{}));
     return make_tma_copy(SM90_TMA_STORE{}, mC, typename Epilogue::SmemLayoutChunk{},
-                         Shape<Int<kWgM>, Int<Epilogue::kChunkN>>{});
+                         Shape<Int<kWgM>, Int<Epilogue::kChunkN>>{}, Int<1>{});
   }
   using TmaA = decltype(make_tma_a(nullptr, 1, 1, 1));
   using TmaB = decltype(make_tma_b(nullptr, 1, 1, 1));
