@@ -95,6 +95,8 @@ def test_gemm_bad_inputs():
         cudadent42.gemm(a.t(), a)
     with pytest.raises(ValueError, match="one contiguous dimension"):
         cudadent42.gemm(a, torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)[:, ::2])
+    with pytest.raises(ValueError, match="multiple of 16 bytes"):
+        cudadent42.gemm(torch.randn(64, 68, device="cuda", dtype=torch.bfloat16)[:, :64], a)
     with pytest.raises(ValueError, match="16-byte"):
         cudadent42.gemm(torch.randn(64 * 64 + 1, device="cuda", dtype=torch.bfloat16)[1:].view(64, 64), a)
     with pytest.raises(cudadent42.UnsupportedDeviceError, match="CUDA device"):

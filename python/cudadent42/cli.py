@@ -7,6 +7,17 @@ import sys
 import time
 
 
+def _driver_version() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else "unknown"
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown (nvidia-smi not available)"
+
+
 def _info(args) -> int:
     import platform
 
@@ -31,7 +42,7 @@ def _info(args) -> int:
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA device visible to torch")
         p = torch.cuda.get_device_properties(0)
-        drv = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else "?"
+        drv = _driver_version()
         note = "" if (p.major, p.minor) == (9, 0) else "  (not sm_90: kernels will not run here)"
         return f"{p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, driver {drv}{note}"
 

@@ -51,11 +51,20 @@ def check_gemm_inputs(a: torch.Tensor, b: torch.Tensor) -> None:
                          "call .contiguous() first")
     if K % 8 or N % 8:
         raise ValueError(f"gemm: K={K} and N={N} must be multiples of 8 (TMA needs 16-byte aligned rows)")
-    major, ld = _b_major(b)
-    for name, t, stride in (("a", a, a.stride(0)), ("b", b, ld)):
-        if t.data_ptr() % 16 or (stride * t.element_size()) % 16:
-            raise ValueError(f"gemm: {name} needs a 16-byte aligned data pointer and row stride "
-                             f"(pointer {t.data_ptr():#x}, row stride {stride} elements)")
+    _, ld = _b_major(b)
+    for name, stride in (("a", a.stride(0)), ("b", ld)):
+        if (stride * a.element_size()) % 16:
+            raise ValueError(f"gemm: {name} needs a row stride that is a multiple of 16 bytes "
+                             f"(row stride {stride} elements)")
+
+
+def _check_pointers(*named: tuple[str, torch.Tensor]) -> None:
+    # Separate from check_gemm_inputs: data_ptr() cannot be traced by dynamo,
+    # so this runs inside the op's real implementation only.
+    for name, t in named:
+        if t.data_ptr() % 16:
+            raise ValueError(f"gemm: {name} needs a 16-byte aligned data pointer (got {t.data_ptr():#x}, "
+                             f"storage offset {t.storage_offset()})")
 
 
 def _launcher(cfg: GemmConfig):
@@ -91,6 +100,7 @@ def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | 
     if M == 0 or N == 0:
         return
     sms = require_hopper(a, "gemm")
+    _check_pointers(("a", a), ("b", b), ("out", out))
     cfg = resolve_config(a, b, config)
     _, ldb = _b_major(b)
     kernel, launch = _launcher(cfg)
