@@ -40,8 +40,9 @@ sys.path.insert(0, "tests")
 from cudadent42.configs.defaults import default_configs
 from cudadent42.jit import build
 from test_gemm_gpu import EXPLICIT_CONFIGS
+from test_attention_fwd_gpu import PREBUILD
 t = time.time()
-res = build(default_configs() + EXPLICIT_CONFIGS, progress=False)
+res = build(default_configs() + EXPLICIT_CONFIGS + PREBUILD, progress=False)
 for r in res:
     print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
 print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
@@ -54,7 +55,7 @@ tests_rc=${PIPESTATUS[0]}
 step "benchmark"
 timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 
-for d in "$CUDADENT42_CACHE_DIR"/gemm_*; do
+for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
 done 2>&1 | tee "$OUT/ptxas_summary.log"
 echo "tests exit code: $tests_rc"

@@ -9,8 +9,7 @@ from cudadent42.jit.sass import dump_sass, sass_stats
 pytestmark = pytest.mark.compile
 
 
-@pytest.fixture(scope="module")
-def gemm_kernel(tmp_path_factory):
+def _build(tmp_path_factory, cfg):
     try:
         toolchain.find_nvcc()
     except toolchain.ToolchainError as e:
@@ -19,9 +18,21 @@ def gemm_kernel(tmp_path_factory):
 
     os.environ["CUDADENT42_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        return load(default_configs("gemm")[0])
+        return load(cfg)
     finally:
         os.environ.pop("CUDADENT42_CACHE_DIR")
+
+
+@pytest.fixture(scope="module")
+def gemm_kernel(tmp_path_factory):
+    return _build(tmp_path_factory, default_configs("gemm")[0])
+
+
+@pytest.fixture(scope="module")
+def attn_fwd_kernel(tmp_path_factory):
+    # The causal hd128 default: the config training runs use most.
+    cfg = next(c for c in default_configs("attn-fwd") if c.head_dim == 128 and c.mask == "causal")
+    return _build(tmp_path_factory, cfg)
 
 
 def test_gemm_ptxas_clean(gemm_kernel):
@@ -38,3 +49,16 @@ def test_gemm_sass_has_hopper_instructions(gemm_kernel):
     assert stats["UTMASTG"] > 0, "no TMA store epilogue in the SASS"
     assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic (spills / dynamic register indexing)"
     assert stats["USETMAXREG"] > 0, "setmaxnreg missing: producer/consumer register split not applied"
+
+
+def test_attn_fwd_ptxas_clean(attn_fwd_kernel):
+    meta = attn_fwd_kernel.meta
+    assert meta["spill_stores"] == 0 and meta["spill_loads"] == 0, meta
+    assert not meta["c7510"] and not meta["serialized"], meta["warnings"]
+
+
+def test_attn_fwd_sass_has_hopper_instructions(attn_fwd_kernel):
+    stats = sass_stats(dump_sass(attn_fwd_kernel.dir / "kernel.so"))
+    assert stats["HGMMA"] > 0 and stats["UTMALDG"] > 0 and stats["UTMASTG"] > 0, stats
+    assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic in the attention kernel"
+    assert stats["USETMAXREG"] > 0

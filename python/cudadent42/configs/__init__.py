@@ -1,5 +1,6 @@
 """Kernel configs: frozen dataclasses whose `name` reads as the config."""
+from .attention import AttnFwdConfig
 from .base import ConfigError
 from .gemm import GemmConfig
 
-__all__ = ["ConfigError", "GemmConfig"]
+__all__ = ["AttnFwdConfig", "ConfigError", "GemmConfig"]

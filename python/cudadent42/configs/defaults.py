@@ -14,7 +14,15 @@ def default_gemm_configs() -> list[GemmConfig]:
     return out
 
 
-FAMILIES = {"gemm": default_gemm_configs}
+def default_attn_fwd_configs():
+    from .heuristics_sm90 import attn_fwd_config
+    from .attention import HEAD_DIMS
+
+    return [attn_fwd_config(dtype, d, mask, softcap=False, varlen=False)
+            for dtype in ("bf16", "fp16") for d in HEAD_DIMS for mask in ("none", "causal", "local")]
+
+
+FAMILIES = {"gemm": default_gemm_configs, "attn-fwd": default_attn_fwd_configs}
 
 
 def default_configs(family: str | None = None):

@@ -14,3 +14,16 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
     if N <= 128 or tiles_256 < num_sms // 2:
         return GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=128, stages=6)
     return GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=256, stages=4)
+
+
+# (head_dim) -> (block_n, stages): the K/V block is as wide as shared memory
+# (Q + 2 stages of K and V, O reusing Q) and the register budget allow.
+_ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (96, 2), 256: (80, 2)}
+
+
+def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):
+    from .attention import AttnFwdConfig
+
+    block_n, stages = _ATTN_FWD_TILES[head_dim]
+    return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
+                         softcap=softcap, varlen=varlen)

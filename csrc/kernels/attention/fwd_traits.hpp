@@ -1,0 +1,142 @@
+// Compile-time description of one attention-forward config.
+//
+// CTA tile: kBlockM = 128 query rows (two consumer warpgroups x 64 rows) of
+// one (batch, head), streaming kBlockN keys per step through kStages-deep K
+// and V pipelines. Per warpgroup and K/V block:
+//   S = Q K^T        SS wgmma 64 x kBlockN x D   (Q, K: D contiguous)
+//   P = softmax(S)   fp32 online softmax in registers, exp2 with folded scale
+//   O += P V         RS wgmma 64 x D x kBlockN   (P from registers, V^T MN-major)
+// Shared memory: Q (and O, which reuses Q's buffer in the epilogue), K and V
+// stages. Budget at D=128, N=128, 2 stages: 32 + 2*32 + 2*32 = 160 KB.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "cute/warp_roles.hpp"
+#include "kernels/attention/fwd_args.h"
+
+namespace cd42::attn {
+
+enum class MaskKind : int { kNone = 0, kCausal = 1, kLocal = 2 };
+
+template <class Element_, int HeadDim_, int BlockN_, int Stages_, MaskKind Mask_, bool Softcap_, bool Varlen_>
+struct FwdTraits {
+  using Element = Element_;
+  static constexpr int kHeadDim = HeadDim_;
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = BlockN_;
+  static constexpr int kStages = Stages_;
+  static constexpr MaskKind kMask = Mask_;
+  static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
+  static constexpr bool kSoftcap = Softcap_;
+  static constexpr bool kVarlen = Varlen_;
+  static constexpr int kConsumerWGs = 2;
+  static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
+  static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
+
+  static_assert(kHeadDim % 32 == 0 || kHeadDim == 96, "head dim must tile into 64-wide swizzle spans");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "kBlockN: wgmma N and the PV k-steps of 16");
+
+  // Q/K rows are D-contiguous: K-major atoms, 128B swizzle when D allows.
+  using SmemAtomQK = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+                                        cute::GMMA::Layout_K_SW64_Atom<Element>>;
+  // V is read as V^T (D x keys) with D contiguous: MN-major atoms, tiled
+  // along keys first so each D slab of a stage is one TMA box.
+  using SmemAtomVt = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_MN_SW128_Atom<Element>,
+                                        cute::GMMA::Layout_MN_SW64_Atom<Element>>;
+
+  using SmemLayoutQ = decltype(cute::tile_to_shape(SmemAtomQK{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(
+      SmemAtomQK{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  using SmemStageK = decltype(cute::tile_to_shape(SmemAtomQK{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutVt = decltype(cute::tile_to_shape(
+      SmemAtomVt{}, cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+      cute::Step<cute::_2, cute::_1, cute::_3>{}));
+  using SmemStageVt = decltype(cute::tile_to_shape(SmemAtomVt{}, cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{},
+                                                   cute::Step<cute::_2, cute::_1>{}));
+
+  // Two consumer warpgroups stacked along M; each issues its own wgmmas.
+  using TiledMmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float,
+                                 cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  using TiledMmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float,
+                                 cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+
+  using PipelineQ = cutlass::PipelineTmaAsync<1>;
+  using PipelineKV = cutlass::PipelineTmaAsync<kStages>;
+
+  struct SharedStorage {
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;  // O in the epilogue
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> K;
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutVt>> V;
+    typename PipelineQ::SharedStorage pipe_q;
+    typename PipelineKV::SharedStorage pipe_k;
+    typename PipelineKV::SharedStorage pipe_v;
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static_assert(kSmemBytes <= 227 * 1024, "config exceeds Hopper's 227 KB of shared memory per block");
+
+  static constexpr uint32_t kQBytes = uint32_t(kBlockM * kHeadDim * sizeof(Element));
+  static constexpr uint32_t kKVBytes = uint32_t(kBlockN * kHeadDim * sizeof(Element));
+
+  // 4-D global views (rows, dim, head, batch); varlen uses batch = 1 over the
+  // packed token axis and offsets rows by cu_seqlens in the kernel.
+  template <class Ptr>
+  static auto qo_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
+    using namespace cute;
+    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}, heads, batch),
+                       make_stride(row_s, _1{}, head_s, batch_s));
+  }
+  template <class Ptr>
+  static auto vt_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
+    using namespace cute;
+    return make_tensor(make_gmem_ptr(ptr), make_shape(Int<kHeadDim>{}, rows, heads, batch),
+                       make_stride(_1{}, row_s, head_s, batch_s));
+  }
+  static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
+                         Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
+  }
+  static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageK{},
+                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, Int<1>{});
+  }
+  static auto make_tma_v(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, vt_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageVt{},
+                         Shape<Int<kHeadDim>, Int<kBlockN>>{}, Int<1>{});
+  }
+  static auto make_tma_o(Element* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_STORE{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
+                         Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
+  }
+  using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));
+  using TmaK = decltype(make_tma_k(nullptr, 1, 1, 1, 1, 1, 1));
+  using TmaV = decltype(make_tma_v(nullptr, 1, 1, 1, 1, 1, 1));
+  using TmaO = decltype(make_tma_o(nullptr, 1, 1, 1, 1, 1, 1));
+
+  struct Params {
+    TmaQ tma_q;
+    TmaK tma_k;
+    TmaV tma_v;
+    TmaO tma_o;
+    cd42_attn_fwd_args args;
+    int num_m_blocks;       // per (batch, head), from (max) seqlen_q
+    float score_scale_log2; // multiplies raw (or softcapped) scores before exp2
+    float score_scale;      // natural-log counterpart, for the LSE
+    float softcap_in;       // softmax_scale / softcap (scores pre-tanh)
+  };
+};
+
+}  // namespace cd42::attn
