@@ -53,7 +53,7 @@ timeout ${TEST_TIMEOUT:-400} python3 -m pytest -q -rs -p no:cacheprovider "${@:-
 tests_rc=${PIPESTATUS[0]}
 
 step "benchmark"
-timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" --png "$OUT/attn_fwd.png" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
 
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"

@@ -107,15 +107,23 @@ def _bench(args) -> int:
 
     import torch
 
+    from .bench import attention as attn_bench
     from .bench.gemm import HEADER, run_gemm_bench
 
-    print(f"card: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
+    card = torch.cuda.get_device_name(0)
+    print(f"card: {card}; torch {torch.__version__}")
     print("GEMM (bf16, fp32 accumulate) vs torch.matmul (cuBLAS), same run:")
     print(HEADER)
-    rows = run_gemm_bench()
+    results = {"card": card, "gemm": run_gemm_bench()}
+    print("\nAttention forward (bf16, B*S=16384, H*D=2048) vs SDPA cuDNN / FLASH_ATTENTION, same run:")
+    print(attn_bench.HEADER)
+    seqlens = (4096, 16384) if args.quick else attn_bench.SEQLENS
+    results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"card": torch.cuda.get_device_name(0), "gemm": rows}, f, indent=1)
+            json.dump(results, f, indent=1)
+    if args.png:
+        attn_bench.plot(results["attn_fwd"], args.png)
     return 0
 
 
@@ -143,6 +151,8 @@ def main(argv=None) -> int:
     b.add_argument("--jobs", type=int, default=None)
     be = sub.add_parser("bench", help="benchmark against the anchors (needs a Hopper GPU)")
     be.add_argument("--json", default=None, help="also write the results here")
+    be.add_argument("--png", default=None, help="plot the attention results here")
+    be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
     c = sub.add_parser("cache", help="list or clear the kernel cache")
     c.add_argument("action", choices=["list", "clear"])
     c.add_argument("--pattern", default=None, help="only entries whose name contains this")

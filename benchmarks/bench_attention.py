@@ -1,0 +1,36 @@
+"""Attention forward vs SDPA (cuDNN / FLASH_ATTENTION) on the standard grid.
+
+    python benchmarks/bench_attention.py [--json out.json] [--png out.png] [--quick]
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+import torch  # noqa: E402
+
+from cudadent42.bench.attention import HEADER, plot, run_attention_bench  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None)
+    p.add_argument("--quick", action="store_true", help="S in {4096, 16384} only")
+    args = p.parse_args()
+    card = torch.cuda.get_device_name(0)
+    print(f"card: {card}; torch {torch.__version__}; bf16 forward, B*S=16384, H*D=2048")
+    print(HEADER)
+    rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else
+                               (512, 1024, 2048, 4096, 8192, 16384))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"card": card, "attn_fwd": rows}, f, indent=1)
+    if args.png:
+        plot(rows, args.png)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Attention forward benchmark: ours vs SDPA (cuDNN, FLASH_ATTENTION) on the
+standard grid: B*S = 16384 tokens, H*D = 2048, bf16, causal and not."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .timing import bench_ms, tflops
+
+SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
+HEAD_DIMS = (64, 128, 256)
+TOKENS, HIDDEN = 16384, 2048
+
+
+def fwd_flops(b, h, s, d, causal):
+    return 4.0 * b * h * s * s * d / (2 if causal else 1)
+
+
+def _sdpa_ms(backend, q, k, v, causal):
+    try:
+        with sdpa_kernel(backend):
+            F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return bench_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    except RuntimeError:  # backend refuses this shape (e.g. head dim 256 on FLASH)
+        return float("nan")
+
+
+def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
+    from .. import flash_attn_func
+
+    rows = []
+    for d in head_dims:
+        for causal in causals:
+            for s in seqlens:
+                b, h = TOKENS // s, HIDDEN // d
+                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+                qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's native layout
+                flash_attn_func(q, k, v, causal=causal)
+                t_ours = bench_ms(lambda: flash_attn_func(q, k, v, causal=causal))
+                t_cudnn = _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
+                t_fa2 = _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
+                fl = fwd_flops(b, h, s, d, causal)
+                row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal,
+                           ours_tflops=tflops(fl, t_ours), cudnn_tflops=tflops(fl, t_cudnn),
+                           fa2_tflops=tflops(fl, t_fa2), ours_ms=t_ours, cudnn_ms=t_cudnn, fa2_ms=t_fa2)
+                row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
+                row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+                rows.append(row)
+                log(format_row(row))
+    return rows
+
+
+HEADER = (f"{'D':>4} {'causal':>6} {'S':>6} {'B':>3} {'H':>3} {'ours':>7} {'cuDNN':>7} {'FA2':>7} "
+          f"{'/cuDNN':>7} {'/FA2':>6}   (TFLOP/s)")
+
+
+def format_row(r) -> str:
+    return (f"{r['head_dim']:>4} {str(r['causal']):>6} {r['seqlen']:>6} {r['batch']:>3} {r['heads']:>3} "
+            f"{r['ours_tflops']:>7.1f} {r['cudnn_tflops']:>7.1f} {r['fa2_tflops']:>7.1f} "
+            f"{r['vs_cudnn']:>7.3f} {r['vs_fa2']:>6.2f}")
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = sorted({r["head_dim"] for r in rows})
+    fig, axes = plt.subplots(2, len(ds), figsize=(5 * len(ds), 8), squeeze=False)
+    for j, d in enumerate(ds):
+        for i, causal in enumerate((False, True)):
+            ax = axes[i][j]
+            sel = [r for r in rows if r["head_dim"] == d and r["causal"] == causal]
+            if not sel:
+                continue
+            xs = [r["seqlen"] for r in sel]
+            for key, label in (("ours_tflops", "cudadent42"), ("cudnn_tflops", "SDPA cuDNN"),
+                               ("fa2_tflops", "SDPA FLASH")):
+                ax.plot(xs, [r[key] for r in sel], marker="o", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"fwd bf16 D={d} {'causal' if causal else 'full'}")
+            ax.set_xlabel("seqlen")
+            ax.set_ylabel("TFLOP/s")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
