@@ -28,7 +28,11 @@ def _sdpa_ms(backend, q, k, v, causal):
 
 def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
     from .. import flash_attn_func
+    from ..configs.heuristics_sm90 import attn_fwd_config
+    from ..jit import build
 
+    # Compile every config the grid needs up front, in parallel.
+    build([attn_fwd_config("bf16", d, "causal" if c else "none", False, False) for d in head_dims for c in causals])
     rows = []
     for d in head_dims:
         for causal in causals:

@@ -11,7 +11,12 @@ DEFAULT_SHAPES = [(8192, 8192, 8192), (4096, 4096, 4096), (16384, 1024, 4096)]
 
 def run_gemm_bench(shapes=DEFAULT_SHAPES, dtype=torch.bfloat16, b_layouts=("k", "n"), config=None, log=print):
     from .. import gemm
+    from ..configs.heuristics_sm90 import gemm_config
+    from ..jit import build
 
+    dt = "bf16" if dtype == torch.bfloat16 else "fp16"
+    if config is None:
+        build([gemm_config(dt, bm, M, N, K) for (M, N, K) in shapes for bm in b_layouts])
     rows = []
     for (M, N, K) in shapes:
         for b_major in b_layouts:
