@@ -22,6 +22,9 @@ def main():
     args = p.parse_args()
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; torch {torch.__version__}; bf16 forward, B*S=16384, H*D=2048")
+    from cudadent42.bench.timing import warm_up_gpu
+
+    warm_up_gpu()
     print(HEADER)
     rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else
                                (512, 1024, 2048, 4096, 8192, 16384))

@@ -110,8 +110,11 @@ def _bench(args) -> int:
     from .bench import attention as attn_bench
     from .bench.gemm import HEADER, run_gemm_bench
 
+    from .bench.timing import warm_up_gpu
+
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; torch {torch.__version__}")
+    warm_up_gpu()
     print("GEMM (bf16, fp32 accumulate) vs torch.matmul (cuBLAS), same run:")
     print(HEADER)
     results = {"card": card, "gemm": run_gemm_bench()}

@@ -17,6 +17,7 @@ struct cd42_attn_fwd_args {
   const void* v;
   void* o;
   float* lse;
+  int32_t* tile_counter;        // zeroed before each launch: dynamic persistent scheduler
   const int32_t* cu_seqlens_q;  // null unless varlen
   const int32_t* cu_seqlens_k;
   int64_t q_batch_stride, q_row_stride, q_head_stride;

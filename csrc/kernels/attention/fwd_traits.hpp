@@ -34,6 +34,9 @@ struct FwdTraits {
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
   static constexpr bool kSoftcap = Softcap_;
   static constexpr bool kVarlen = Varlen_;
+  // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S,
+  // P and O live together; at head dim 256 that exceeds the register file.
+  static constexpr bool kIntraWGOverlap = HeadDim_ < 256;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
@@ -72,14 +75,25 @@ struct FwdTraits {
 
   using PipelineQ = cutlass::PipelineTmaAsync<1>;
   using PipelineKV = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineSched = cutlass::PipelineAsync<2>;  // tile ids, producer -> consumers
+
+  static constexpr int kQElems = cute::cosize_v<SmemLayoutQ>;
+  static constexpr int kKVBytesAllStages =
+      2 * int(cute::cosize_v<SmemLayoutK> * sizeof(Element));
+  // O gets its own buffer when it fits: then the next tile's Q loads while
+  // this tile's O is stored. Otherwise (D >= 192) O reuses Q's buffer.
+  static constexpr bool kSeparateO = 2 * kQElems * int(sizeof(Element)) + kKVBytesAllStages + 2048 <= 227 * 1024;
 
   struct SharedStorage {
-    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;  // O in the epilogue
+    alignas(1024) cute::ArrayEngine<Element, kQElems> Q;
+    alignas(1024) cute::ArrayEngine<Element, kSeparateO ? kQElems : 64> O;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> K;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutVt>> V;
     typename PipelineQ::SharedStorage pipe_q;
     typename PipelineKV::SharedStorage pipe_k;
     typename PipelineKV::SharedStorage pipe_v;
+    typename PipelineSched::SharedStorage pipe_sched;
+    int tile_ids[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "config exceeds Hopper's 227 KB of shared memory per block");

@@ -49,9 +49,11 @@ struct OnlineSoftmax {
   }
 
   // S (raw scores, masked entries -inf) -> P = exp2(S*scale - max*scale) in
-  // place; O rows are rescaled by the change of the running max.
-  template <class TensorS, class TensorO>
-  CUTE_DEVICE void step(TensorS& S, TensorO& O, float scale_log2) {
+  // place. Returns, per row, the factor by which O must be rescaled for the
+  // new running max (the caller applies it once the PV wgmma reading O has
+  // completed, so the exponentials overlap that wgmma).
+  template <class TensorS>
+  CUTE_DEVICE void update(TensorS& S, float scale_log2, float correction[2]) {
     CUTE_UNROLL
     for (int h = 0; h < 2; ++h) {
       float m = row_max[h];
@@ -63,7 +65,7 @@ struct OnlineSoftmax {
       // A row with no visible key so far keeps max -inf: use 0 as the
       // exponent offset so exp2(-inf - 0) = 0 instead of NaN.
       float const m_scaled = m == -INFINITY ? 0.f : m * scale_log2;
-      float const correction = exp2f(row_max[h] * scale_log2 - m_scaled);  // 0 on the first block
+      correction[h] = exp2f(row_max[h] * scale_log2 - m_scaled);  // 0 on the first block
       row_max[h] = m;
       float sum = 0.f;
       CUTE_UNROLL
@@ -75,11 +77,18 @@ struct OnlineSoftmax {
           sum += s;
         }
       }
-      row_sum[h] = row_sum[h] * correction + sum;
+      row_sum[h] = row_sum[h] * correction[h] + sum;
+    }
+  }
+
+  template <class TensorO>
+  CUTE_DEVICE static void rescale(TensorO& O, float const correction[2]) {
+    CUTE_UNROLL
+    for (int h = 0; h < 2; ++h) {
       CUTE_UNROLL
       for (int b = 0; b < kColBlocksO; ++b) {
-        O(frag_index(0, h, b)) *= correction;
-        O(frag_index(1, h, b)) *= correction;
+        O(frag_index(0, h, b)) *= correction[h];
+        O(frag_index(1, h, b)) *= correction[h];
       }
     }
   }

@@ -31,5 +31,18 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True) -> 
     return statistics.median(times)
 
 
+def warm_up_gpu(seconds: float = 2.0) -> None:
+    """Run matmuls for a while so clocks leave their idle state before timing
+    (the first shapes of a cold run otherwise read 20-30% low)."""
+    import time
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    end = time.time() + seconds
+    while time.time() < end:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def tflops(flops: float, ms: float) -> float:
     return flops / (ms * 1e-3) / 1e12

@@ -56,12 +56,19 @@ class AttnFwdConfig:
     def key(self) -> str:
         return repr(self)
 
+    def separate_o(self) -> bool:
+        """O gets its own smem buffer when it fits (mirrors FwdTraits::kSeparateO)."""
+        e = 2
+        return 2 * BLOCK_M * self.head_dim * e + 2 * self.block_n * self.head_dim * self.stages * e + 2048 \
+            <= SMEM_LIMIT_BYTES
+
     def smem_bytes(self) -> int:
         e = 2
         q = round_up(BLOCK_M * self.head_dim * e, 1024)
+        o = q if self.separate_o() else 1024
         kv = 2 * round_up(self.block_n * self.head_dim * self.stages * e, 1024)
-        barriers = 16 * (1 + 2 * self.stages)
-        return round_up(q + kv + barriers, 1024)
+        barriers = 16 * (1 + 2 * self.stages) + 32 + 8
+        return round_up(q + o + kv + barriers, 1024)
 
     def fragment_regs(self) -> int:
         return self.block_n // 2 + self.head_dim // 2 + self.block_n // 4

@@ -25,7 +25,7 @@ _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 class _FwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_fwd_args (csrc/kernels/attention/fwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "lse", "cu_seqlens_q", "cu_seqlens_k")]
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "lse", "tile_counter", "cu_seqlens_q", "cu_seqlens_k")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in "qkvo" for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "total_q",
                                          "total_k", "window_left", "window_right")]
@@ -112,8 +112,11 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
                          f"{q.shape[-1]}, mask={mask}, softcap={softcap > 0}, varlen={varlen})")
     kernel, launch = _launcher(cfg)
+    # The persistent grid claims tiles past the first wave from this counter.
+    counter = torch.zeros(1, dtype=torch.int32, device=q.device)
     a = _FwdArgs()
     a.q, a.k, a.v, a.o, a.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
+    a.tile_counter = counter.data_ptr()
     if varlen:
         a.cu_seqlens_q, a.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
         a.batch = cu_q.shape[0] - 1

@@ -1,0 +1,248 @@
+// Consumer role of the attention forward: warpgroups 1 and 2, 64 query rows
+// each, 256 threads indexed 0..255 across both.
+//
+// Intra-warpgroup overlap (FlashAttention-3): in steady state an iteration
+// issues S = Q K(n)^T and O += P(n+1) V(n+1) back to back, waits only for
+// the first, and computes the softmax of S(n) while the PV wgmma still runs;
+// O is rescaled after that wgmma retires. The masked key blocks come first
+// (blocks are walked from the last), so the unmasked fast path dominates.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "kernels/attention/fwd_producer.hpp"
+#include "kernels/attention/softmax.hpp"
+
+namespace cd42::attn {
+
+constexpr int kBarrierConsumers = 0;  // named barrier over both consumer warpgroups
+
+template <class T, class TensorS>
+CUTE_DEVICE void apply_mask(TensorS& S, TileInfo<T> const& bi, cd42_attn_fwd_args const& a, int n, int row0,
+                            int col0) {
+  int const off = bi.seqlen_k - bi.seqlen_q;
+  int const row_base = bi.m_start + row0 + off;  // query row shifted onto the key axis
+  int const col_base = n * T::kBlockN + col0;
+  CUTE_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    int const r = row_base + 8 * h;
+    CUTE_UNROLL
+    for (int b = 0; b < T::kBlockN / 8; ++b) {
+      CUTE_UNROLL
+      for (int c = 0; c < 2; ++c) {
+        int const col = col_base + 8 * b + c;
+        bool ok = col < bi.seqlen_k;
+        if constexpr (T::kHasWindow) ok &= col <= r + a.window_right && col >= r - a.window_left;
+        if (!ok) S(frag_index(c, h, b)) = -INFINITY;
+      }
+    }
+  }
+}
+
+template <class T>
+CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedStorage& ss,
+                               typename T::PipelineSched& pipe_sched, typename T::PipelineQ& pipe_q,
+                               typename T::PipelineKV& pipe_k, typename T::PipelineKV& pipe_v) {
+  using namespace cute;
+  using Element = typename T::Element;
+  auto const& a = p.args;
+  int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255 across both consumers
+  int const lane = tidx % 32;
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sO = make_tensor(make_smem_ptr(T::kSeparateO ? ss.O.begin() : ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
+  Tensor sVt = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutVt{});
+  typename T::TiledMmaQK mma_qk;
+  typename T::TiledMmaPV mma_pv;
+  auto thr_qk = mma_qk.get_thread_slice(tidx);
+  auto thr_pv = mma_pv.get_thread_slice(tidx);
+  Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQ));    // (MMA,1,D/16) descriptors
+  Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));    // (MMA,1,D/16,stages)
+  Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sVt));   // (MMA,1,N/16,stages)
+  Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<T::kBlockM>, Int<T::kBlockN>>{});
+  Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
+  Tensor tOrP = make_tensor<Element>(partition_shape_A(mma_pv, Shape<Int<T::kBlockM>, Int<T::kBlockN>>{}));
+  static_assert(decltype(size(tSrS))::value == decltype(size(tOrP))::value, "P reuses S's register order");
+  Tensor tOsO = thr_pv.partition_C(sO);
+
+  auto issue_qk = [&](int stage) {
+    mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
+    warpgroup_fence_operand(tSrS);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
+      cute::gemm(mma_qk, tSrQ(_, _, kb), tSrK(_, _, kb, stage), tSrS);
+      mma_qk.accumulate_ = GMMA::ScaleOut::One;
+    }
+    warpgroup_commit_batch();
+  };
+  auto issue_pv = [&](int stage) {
+    warpgroup_fence_operand(tOrO);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_pv, tOrP(_, _, kb), tOrV(_, _, kb, stage), tOrO);
+    warpgroup_commit_batch();
+  };
+  auto scores_to_probs = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
+                             int row0, int col0, float correction[2]) {
+    if constexpr (T::kSoftcap) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) tSrS(i) = a.softcap * fast_tanh(tSrS(i) * p.softcap_in);
+    }
+    if (bi.block_needs_mask(a, n)) apply_mask<T>(tSrS, bi, a, n, row0, col0);
+    softmax.update(tSrS, p.score_scale_log2, correction);
+  };
+  auto probs_to_regs = [&] {
+    CUTE_UNROLL
+    for (int i = 0; i < size(tSrS); ++i) tOrP(i) = static_cast<Element>(tSrS(i));
+  };
+
+  typename T::PipelineSched::PipelineState s_state;
+  typename T::PipelineQ::PipelineState q_state;
+  typename T::PipelineKV::PipelineState k_state, v_state;
+  AttnTileScheduler sched = make_scheduler<T>(p);
+  // This thread's rows inside a 128-row tile (see softmax.hpp's convention).
+  int const row0 = (tidx / kWarpGroupThreads) * 64 + (tidx % kWarpGroupThreads / 32) * 16 + lane / 4;
+  int const col0 = 2 * (lane % 4);
+
+  for (;;) {
+    pipe_sched.consumer_wait(s_state);
+    int const tile = ss.tile_ids[s_state.index()];
+    pipe_sched.consumer_release(s_state);
+    ++s_state;
+    if (tile >= sched.num_tiles) break;
+    int m_block, head, batch;
+    sched.coords(tile, m_block, head, batch);
+    TileInfo<T> bi(a, batch, m_block);
+
+    OnlineSoftmax<T::kBlockN, T::kHeadDim> softmax;
+    float correction[2];
+    clear(tOrO);
+    pipe_q.consumer_wait(q_state);
+    int n = bi.n_block_max - 1;
+    if constexpr (T::kIntraWGOverlap) {
+      if (n >= bi.n_block_min) {
+        pipe_k.consumer_wait(k_state);
+        issue_qk(k_state.index());
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        pipe_k.consumer_release(k_state);
+        ++k_state;
+        scores_to_probs(bi, softmax, n, row0, col0, correction);  // O is zero: no rescale needed
+        probs_to_regs();
+        for (--n; n >= bi.n_block_min; --n) {
+          pipe_k.consumer_wait(k_state);
+          issue_qk(k_state.index());
+          pipe_v.consumer_wait(v_state);
+          issue_pv(v_state.index());  // P of block n+1
+          warpgroup_wait<1>();        // S(n) ready; PV(n+1) still running
+          warpgroup_fence_operand(tSrS);
+          pipe_k.consumer_release(k_state);
+          ++k_state;
+          scores_to_probs(bi, softmax, n, row0, col0, correction);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          pipe_v.consumer_release(v_state);
+          ++v_state;
+          OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+          probs_to_regs();
+        }
+        pipe_v.consumer_wait(v_state);
+        issue_pv(v_state.index());
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        pipe_v.consumer_release(v_state);
+        ++v_state;
+      }
+    } else {  // serial: S, softmax, PV per block
+      for (; n >= bi.n_block_min; --n) {
+        pipe_k.consumer_wait(k_state);
+        issue_qk(k_state.index());
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        pipe_k.consumer_release(k_state);
+        ++k_state;
+        scores_to_probs(bi, softmax, n, row0, col0, correction);
+        OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+        probs_to_regs();
+        pipe_v.consumer_wait(v_state);
+        issue_pv(v_state.index());
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        pipe_v.consumer_release(v_state);
+        ++v_state;
+      }
+    }
+    if constexpr (T::kSeparateO) {  // every QK of this tile has retired: Q's slot may refill
+      pipe_q.consumer_release(q_state);
+      ++q_state;
+    }
+
+    float lse[2];
+    softmax.finalize(tOrO, p.score_scale, lse);
+    if (lane % 4 == 0) {  // the quad's first thread owns column 0 of both rows
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        int const row = bi.m_start + row0 + 8 * h;
+        if (row < bi.seqlen_q) {
+          int64_t const idx = T::kVarlen ? int64_t(head) * a.total_q + bi.q_offset + row
+                                         : (int64_t(batch) * a.heads_q + head) * a.seqlen_q + row;
+          a.lse[idx] = lse[h];
+        }
+      }
+    }
+
+    // O: non-varlen tiles and whole varlen tiles go through smem + one TMA
+    // store (TMA clips rows past the tensor); a varlen tile that ends inside
+    // its sequence is written directly, row-predicated, so it never touches
+    // the next sequence's rows.
+    bool const via_tma = !T::kVarlen || bi.m_start + T::kBlockM <= bi.seqlen_q;
+    if (via_tma) {
+      if constexpr (T::kSeparateO) {  // the previous tile's store must have read sO
+        if (tidx == 0) tma_store_wait<0>();
+        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOsO(i) = static_cast<Element>(tOrO(i));
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
+      if (tidx == 0) {
+        int const rows_q = T::kVarlen ? a.total_q : a.seqlen_q;
+        Tensor mO = p.tma_o.get_tma_tensor(
+            make_shape(rows_q, Int<T::kHeadDim>{}, a.heads_q, T::kVarlen ? 1 : a.batch));
+        Tensor gO = local_tile(seq_view(mO, head, T::kVarlen ? 0 : batch, bi.q_offset),
+                               Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}, make_coord(m_block, _0{}));
+        auto o_part = tma_partition(p.tma_o, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sO), group_modes<0, 2>(gO));
+        copy(p.tma_o, get<1>(o_part), get<0>(o_part));
+        tma_store_arrive();
+        if constexpr (!T::kSeparateO) tma_store_wait<0>();  // Q's buffer is reused: wait for the read
+      }
+      if constexpr (!T::kSeparateO) cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
+    } else {
+      Element* o = static_cast<Element*>(a.o);
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        int const row = bi.m_start + row0 + 8 * h;
+        if (row < bi.seqlen_q) {
+          Element* orow = o + int64_t(bi.q_offset + row) * a.o_row_stride + int64_t(head) * a.o_head_stride;
+          CUTE_UNROLL
+          for (int b = 0; b < T::kHeadDim / 8; ++b) {
+            Element pair[2] = {static_cast<Element>(tOrO(frag_index(0, h, b))),
+                               static_cast<Element>(tOrO(frag_index(1, h, b)))};
+            *reinterpret_cast<uint32_t*>(orow + col0 + 8 * b) = *reinterpret_cast<uint32_t*>(pair);
+          }
+        }
+      }
+    }
+    if constexpr (!T::kSeparateO) {
+      pipe_q.consumer_release(q_state);
+      ++q_state;
+    }
+  }
+  if (tidx == 0) tma_store_wait<0>();  // smem must outlive the last bulk store
+}
+
+}  // namespace cd42::attn
