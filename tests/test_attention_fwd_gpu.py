@@ -17,7 +17,11 @@ PREBUILD = (
      for d, n, s, m in ((64, 128, 3, "none"), (128, 128, 2, "causal"), (256, 80, 2, "none"))]
     + [cudadent42.AttnFwdConfig(head_dim=d, block_n=128, stages=3 if d == 64 else 2, mask=m, softcap=sc, varlen=True)
        for d in (64, 128) for m in ("none", "causal") for sc in (False, True)]
-    + [cudadent42.AttnFwdConfig(head_dim=128, block_n=64, stages=3, mask="causal")]
+    + [cudadent42.AttnFwdConfig(head_dim=128, block_n=64, stages=3, mask="causal"),
+       cudadent42.AttnFwdConfig(head_dim=128, block_n=128, stages=2, mask="local")]
+    + [cudadent42.AttnFwdConfig(dtype=dt, head_dim=d, block_n=n, stages=st, mask=m)
+       for dt in ("bf16", "fp16") for d, n, st in ((64, 128, 3), (96, 128, 2), (128, 128, 2), (192, 80, 2),
+                                                   (256, 80, 2)) for m in ("none", "causal")]
 )
 
 

@@ -327,3 +327,33 @@ def test_list_clear_size(cdir):
     assert clear("_b") == 1  # plain substring (the CLI's --pattern)
     assert [e["name"] for e in list_entries()] == ["probe"]
     assert clear() == 1 and list_entries() == []
+
+
+def test_failed_build_is_not_retried_in_process(tmp_path, monkeypatch):
+    """A config that failed to build raises again without another nvcc run."""
+    from cudadent42.jit import cache as jit_cache
+
+    monkeypatch.setenv("CUDADENT42_CACHE_DIR", str(tmp_path))
+
+    class Broken:
+        name = "broken_probe"
+
+        def key(self):
+            return "broken-probe-v1"
+
+        def render(self):
+            return "this is not C++\n"
+
+    calls = []
+    real = jit_cache.build_one
+
+    def counting(spec, **kw):
+        calls.append(spec.name)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(jit_cache, "build_one", counting)
+    with pytest.raises(jit_cache.BuildError):
+        jit_cache.load(Broken())
+    with pytest.raises(jit_cache.BuildError):
+        jit_cache.load(Broken())
+    assert calls == ["broken_probe"]

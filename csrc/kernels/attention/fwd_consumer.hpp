@@ -150,6 +150,10 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
           OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
           probs_to_regs();
         }
+        if constexpr (T::kSeparateO) {  // every QK has retired: let the next tile's Q load now
+          pipe_q.consumer_release(q_state);
+          ++q_state;
+        }
         pipe_v.consumer_wait(v_state);
         issue_pv(v_state.index());
         warpgroup_wait<0>();
@@ -176,7 +180,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
         ++v_state;
       }
     }
-    if constexpr (T::kSeparateO) {  // every QK of this tile has retired: Q's slot may refill
+    // Q's slot is released once its last reader is done: after the last QK
+    // (above) when O has its own buffer, after O's store when O reuses it.
+    if (T::kSeparateO && !(T::kIntraWGOverlap && bi.n_block_max > bi.n_block_min)) {
       pipe_q.consumer_release(q_state);
       ++q_state;
     }

@@ -34,9 +34,12 @@ struct FwdTraits {
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
   static constexpr bool kSoftcap = Softcap_;
   static constexpr bool kVarlen = Varlen_;
-  // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S,
-  // P and O live together; at head dim 256 that exceeds the register file.
-  static constexpr bool kIntraWGOverlap = HeadDim_ < 256;
+  // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S
+  // (N/2 fp32), P (N/4) and O (D/2) live together per thread; past ~176 such
+  // registers ptxas spills under the 232-register consumer budget (measured:
+  // D=256 spills with N=80, and with N=64 once masks/softcap/varlen are on),
+  // so those configs run serially.
+  static constexpr bool kIntraWGOverlap = BlockN_ * 3 / 4 + HeadDim_ / 2 <= 168;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;

@@ -18,7 +18,7 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
 
 # (head_dim) -> (block_n, stages): the K/V block is as wide as shared memory
 # (Q + 2 stages of K and V, O reusing Q) and the register budget allow.
-_ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (96, 2), 256: (80, 2)}
+_ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (80, 2), 256: (80, 2)}
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):

@@ -268,6 +268,9 @@ class LoadedKernel:
 
 _LOADED: dict[tuple[str, str], LoadedKernel] = {}
 _LOADED_LOCK = threading.Lock()
+# Builds that failed in this process: a second call raises the same error at
+# once instead of spending another nvcc run on a config known to fail.
+_FAILED: dict[tuple[str, str, bool], BuildError] = {}
 
 
 def load(spec, *, strict: bool = True) -> LoadedKernel:
@@ -277,7 +280,14 @@ def load(spec, *, strict: bool = True) -> LoadedKernel:
     hit = _LOADED.get(k)
     if hit is not None:
         return hit
-    path = build_one(spec, strict=strict)
+    failed = _FAILED.get((*k, strict))
+    if failed is not None:
+        raise failed
+    try:
+        path = build_one(spec, strict=strict)
+    except BuildError as e:
+        _FAILED[(*k, strict)] = e
+        raise
     with _LOADED_LOCK:
         hit = _LOADED.get(k)
         if hit is None:
