@@ -6,6 +6,14 @@
 // the first, and computes the softmax of S(n) while the PV wgmma still runs;
 // O is rescaled after that wgmma retires. The masked key blocks come first
 // (blocks are walked from the last), so the unmasked fast path dominates.
+//
+// Ping-pong between the two warpgroups (FlashAttention-3): each batch of
+// wgmma issues happens on the warpgroup's turn, and issuing hands the turn
+// to the other one. Both warpgroups wait on the same K/V stages, so without
+// this they drift into lockstep and run their softmax at the same time
+// while the tensor cores idle; with it, one's softmax runs under the other's
+// GEMMs. Both warpgroups issue the same number of batches per tile, so the
+// turns stay paired across tiles.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -18,6 +26,7 @@
 namespace cd42::attn {
 
 constexpr int kBarrierConsumers = 0;  // named barrier over both consumer warpgroups
+constexpr int kBarrierTurn = 1;       // + warpgroup: "your turn to issue wgmma" (ping-pong)
 
 template <class T, class TensorS>
 CUTE_DEVICE void apply_mask(TensorS& S, TileInfo<T> const& bi, cd42_attn_fwd_args const& a, int n, int row0,
@@ -68,6 +77,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   static_assert(decltype(size(tSrS))::value == decltype(size(tOrP))::value, "P reuses S's register order");
   Tensor tOsO = thr_pv.partition_C(sO);
 
+  int const wg = tidx / kWarpGroupThreads;
+  auto take_turn = [&] { cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierTurn + wg); };
+  auto pass_turn = [&] { cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 1 - wg); };
   auto issue_qk = [&](int stage) {
     mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
     warpgroup_fence_operand(tSrS);
@@ -108,6 +120,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   int const row0 = (tidx / kWarpGroupThreads) * 64 + (tidx % kWarpGroupThreads / 32) * 16 + lane / 4;
   int const col0 = 2 * (lane % 4);
 
+  // Warpgroup 0 issues first: warpgroup 1 hands it the opening turn.
+  if (wg == 1) cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 0);
+
   for (;;) {
     pipe_sched.consumer_wait(s_state);
     int const tile = ss.tile_ids[s_state.index()];
@@ -126,7 +141,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     if constexpr (T::kIntraWGOverlap) {
       if (n >= bi.n_block_min) {
         pipe_k.consumer_wait(k_state);
+        take_turn();
         issue_qk(k_state.index());
+        pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
         pipe_k.consumer_release(k_state);
@@ -135,9 +152,11 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
         probs_to_regs();
         for (--n; n >= bi.n_block_min; --n) {
           pipe_k.consumer_wait(k_state);
-          issue_qk(k_state.index());
           pipe_v.consumer_wait(v_state);
+          take_turn();
+          issue_qk(k_state.index());
           issue_pv(v_state.index());  // P of block n+1
+          pass_turn();
           warpgroup_wait<1>();        // S(n) ready; PV(n+1) still running
           warpgroup_fence_operand(tSrS);
           pipe_k.consumer_release(k_state);
@@ -155,7 +174,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
           ++q_state;
         }
         pipe_v.consumer_wait(v_state);
+        take_turn();
         issue_pv(v_state.index());
+        pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         pipe_v.consumer_release(v_state);
@@ -164,7 +185,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     } else {  // serial: S, softmax, PV per block
       for (; n >= bi.n_block_min; --n) {
         pipe_k.consumer_wait(k_state);
+        take_turn();
         issue_qk(k_state.index());
+        pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
         pipe_k.consumer_release(k_state);
@@ -173,7 +196,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
         OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
         probs_to_regs();
         pipe_v.consumer_wait(v_state);
+        take_turn();
         issue_pv(v_state.index());
+        pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         pipe_v.consumer_release(v_state);
