@@ -1,0 +1,64 @@
+"""CPU tests: config naming, parsing, validation, code generation, heuristics."""
+import pytest
+
+from cudadent42 import AttnFwdConfig, ConfigError, GemmConfig
+from cudadent42.configs.defaults import default_configs
+from cudadent42.configs.heuristics_sm90 import attn_fwd_config, gemm_config
+
+
+def test_gemm_name_round_trips():
+    for cfg in default_configs("gemm") + [GemmConfig(wg_m=128, tile_n=128, stages=3, group_m=4, dtype="fp16")]:
+        assert GemmConfig.from_name(cfg.name) == cfg
+    assert GemmConfig().name == "gemm_bf16_bk_m128_n256_k64_st4_g8"
+
+
+def test_attn_name_round_trips():
+    for cfg in default_configs("attn-fwd") + [AttnFwdConfig(mask="local", softcap=True, varlen=True)]:
+        assert AttnFwdConfig.from_name(cfg.name) == cfg
+    assert AttnFwdConfig(mask="causal").name == "attn_fwd_bf16_hd128_m128_n128_st2_wg2_causal"
+
+
+@pytest.mark.parametrize("bad,why", [
+    (dict(tile_n=512), "tile_n"), (dict(stages=1), "stages"), (dict(dtype="fp8"), "dtype"),
+    (dict(wg_m=96), "wg_m"), (dict(wg_m=128, tile_n=256), "accumulators"),
+    (dict(stages=8, tile_n=256), "shared memory"),
+])
+def test_gemm_impossible_configs_are_rejected(bad, why):
+    with pytest.raises(ConfigError, match=why):
+        GemmConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("bad,why", [
+    (dict(head_dim=80), "head_dim"), (dict(block_n=72), "block_n"), (dict(stages=5), "stages"),
+    (dict(mask="sliding"), "mask"), (dict(head_dim=256, block_n=128), "registers"),
+    (dict(head_dim=256, block_n=80, stages=3), "shared memory"),
+])
+def test_attn_impossible_configs_are_rejected(bad, why):
+    with pytest.raises(ConfigError, match=why):
+        AttnFwdConfig(**bad).validate()
+
+
+def test_bad_names_are_rejected():
+    with pytest.raises(ConfigError, match="not a GEMM config name"):
+        GemmConfig.from_name("gemm_bf16")
+    with pytest.raises(ConfigError, match="not an attention-forward config name"):
+        AttnFwdConfig.from_name("attn_fwd_bf16_hd128")
+
+
+def test_every_default_config_is_valid_and_renders_one_kernel():
+    for cfg in default_configs():
+        src = cfg.validate().render()
+        assert src.count("using Traits =") == 1 and cfg.name in src
+        assert cfg.smem_bytes() <= 227 * 1024
+
+
+def test_heuristics_pick_valid_configs_for_every_supported_case():
+    for dtype in ("bf16", "fp16"):
+        for d in (64, 96, 128, 192, 256):
+            for mask in ("none", "causal", "local"):
+                for softcap in (False, True):
+                    for varlen in (False, True):
+                        cfg = attn_fwd_config(dtype, d, mask, softcap, varlen).validate()
+                        assert (cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) == (d, mask, softcap, varlen)
+        for shape in ((1, 8, 8), (8192, 8192, 8192), (16384, 1024, 4096)):
+            gemm_config(dtype, "k", *shape).validate()

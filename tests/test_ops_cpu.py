@@ -1,0 +1,82 @@
+"""CPU tests of the op layer: input validation messages, and the C ABI of the
+kernel objects (loaded without a GPU: only host code runs)."""
+import ctypes
+
+import pytest
+import torch
+
+import cudadent42
+from cudadent42.ops.attention import _FwdArgs, check_fwd_inputs
+
+
+def t(*shape, dtype=torch.bfloat16):
+    return torch.randn(*shape, dtype=dtype)
+
+
+def test_import_needs_no_gpu_and_reports_none():
+    assert cudadent42.hopper_available() in (False, True)
+
+
+def test_attention_input_errors_are_clear():
+    q = t(1, 16, 4, 64)
+    with pytest.raises(TypeError, match="bfloat16 or float16"):
+        check_fwd_inputs(q.float(), q.float(), q.float(), False)
+    with pytest.raises(TypeError, match="share a dtype"):
+        check_fwd_inputs(q, q.half(), q, False)
+    with pytest.raises(ValueError, match="head dim 80 is not supported"):
+        x = t(1, 16, 4, 80)
+        check_fwd_inputs(x, x, x, False)
+    with pytest.raises(ValueError, match="multiple of key/value heads"):
+        check_fwd_inputs(t(1, 16, 6, 64), t(1, 16, 4, 64), t(1, 16, 4, 64), False)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        x = t(1, 16, 4, 128)[..., ::2]
+        check_fwd_inputs(x, x, x, False)
+    with pytest.raises(ValueError, match="multiple of 8 elements"):
+        x = t(1, 16, 4, 68)[..., :64]
+        check_fwd_inputs(x, x, x, False)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        check_fwd_inputs(q, t(2, 16, 4, 64), t(2, 16, 4, 64), False)
+
+
+def test_attention_on_cpu_tensors_says_it_needs_a_gpu():
+    q = t(1, 16, 4, 64)
+    with pytest.raises(cudadent42.UnsupportedDeviceError, match="CUDA device"):
+        cudadent42.flash_attn_func(q, q, q)
+
+
+def test_gemm_on_cpu_tensors_says_it_needs_a_gpu():
+    a = t(64, 64)
+    with pytest.raises(cudadent42.UnsupportedDeviceError, match="CUDA device"):
+        cudadent42.gemm(a, a)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        cudadent42.gemm(t(64, 60), t(60, 64))
+
+
+@pytest.fixture(scope="module")
+def attn_kernel(tmp_path_factory):
+    import os
+
+    from cudadent42.configs.defaults import default_configs
+    from cudadent42.jit import load
+
+    os.environ["CUDADENT42_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        return load(next(c for c in default_configs("attn-fwd") if c.head_dim == 64 and c.mask == "none"))
+    finally:
+        os.environ.pop("CUDADENT42_CACHE_DIR")
+
+
+@pytest.mark.compile
+def test_attention_args_struct_matches_the_c_abi(attn_kernel):
+    size = attn_kernel.fn("cd42_attn_fwd_args_size", ctypes.c_int, [])()
+    assert size == ctypes.sizeof(_FwdArgs)
+
+
+@pytest.mark.compile
+def test_attention_host_checks_reject_bad_arguments_without_launching(attn_kernel):
+    launch = attn_kernel.fn("cd42_attn_fwd_launch", ctypes.c_int, [ctypes.POINTER(_FwdArgs), ctypes.c_void_p])
+    a = _FwdArgs()  # zero sizes: rejected before any CUDA call
+    rc = launch(ctypes.byref(a), None)
+    assert rc == 10001
+    msg = attn_kernel.fn("cd42_last_error", ctypes.c_char_p, [])().decode()
+    assert "bad sizes" in msg
