@@ -42,6 +42,19 @@ inline int check_launch(const char* where) {
   return kOk;
 }
 
+// Opts `kernel` into `smem_bytes` of dynamic shared memory. The attribute is
+// per function, so each kernel object does this once per process (the
+// caller keeps the result in a function-local static).
+template <class Kernel>
+inline int raise_smem_limit(Kernel kernel, int smem_bytes, const char* what) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+  if (err == cudaSuccess) return kOk;
+  char msg[256];
+  std::snprintf(msg, sizeof msg, "%s: cudaFuncSetAttribute(%d bytes smem) failed: %s", what, smem_bytes,
+                cudaGetErrorString(err));
+  return set_error(int(err), msg);
+}
+
 }  // namespace cd42
 
 // Every kernel object exports these two next to its launch function.

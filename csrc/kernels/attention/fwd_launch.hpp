@@ -60,15 +60,10 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
     p.score_scale = a.softmax_scale;
   }
 
-  auto kernel = attn_fwd_kernel<T>;
-  static cudaError_t attr_status =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-  if (attr_status != cudaSuccess) {
-    char msg[256];
-    std::snprintf(msg, sizeof msg, "attn_fwd: cudaFuncSetAttribute(%d bytes smem) failed: %s", T::kSmemBytes,
-                  cudaGetErrorString(attr_status));
-    return set_error(int(attr_status), msg);
-  }
+  // Once per process: the limit is a per-function attribute.
+  static int smem_status = raise_smem_limit(attn_fwd_kernel<T>, T::kSmemBytes, "attn_fwd");
+  if (smem_status != kOk) smem_status = raise_smem_limit(attn_fwd_kernel<T>, T::kSmemBytes, "attn_fwd");  // again: re-sets the message
+  if (smem_status != kOk) return smem_status;
   int64_t const tiles = int64_t(p.num_m_blocks) * a.heads_q * a.batch;
   if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_fwd: too many tiles");
   dim3 grid(unsigned(tiles < a.num_sms ? tiles : a.num_sms));

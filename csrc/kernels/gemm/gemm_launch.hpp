@@ -42,16 +42,10 @@ int launch(void const* a, void const* b, void* c, int64_t M, int64_t N, int64_t 
       int(M), int(N), int(K),
       int((M + T::kTileM - 1) / T::kTileM), int((N + T::kTileN - 1) / T::kTileN)};
 
-  auto kernel = gemm_kernel<T>;
-  // Raising the dynamic smem limit is a per-function attribute: once per process.
-  static cudaError_t attr_status =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-  if (attr_status != cudaSuccess) {
-    char msg[256];
-    std::snprintf(msg, sizeof msg, "gemm: cudaFuncSetAttribute(%d bytes smem) failed: %s", T::kSmemBytes,
-                  cudaGetErrorString(attr_status));
-    return set_error(int(attr_status), msg);
-  }
+  // Once per process: the limit is a per-function attribute.
+  static int smem_status = raise_smem_limit(gemm_kernel<T>, T::kSmemBytes, "gemm");
+  if (smem_status != kOk) smem_status = raise_smem_limit(gemm_kernel<T>, T::kSmemBytes, "gemm");  // again: re-sets the message
+  if (smem_status != kOk) return smem_status;
   int const tiles = p.tiles_m * p.tiles_n;
   dim3 grid(T::Scheduler::grid_size(tiles, num_sms));
   gemm_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
