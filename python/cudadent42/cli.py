@@ -137,7 +137,8 @@ def _cache(args) -> int:
         entries = cache.list_entries()
         for e in entries:
             print(f"{e['name']}.{e['digest']}  {e['size'] / 2**20:6.1f} MiB  regs={e.get('registers')} "
-                  f"smem={e.get('smem_bytes')} spills={e.get('spills')} {'ok' if e.get('valid') else 'INVALID'}")
+                  f"dynamic_smem={e.get('dynamic_smem_bytes')} spills={e.get('spills')} "
+                  f"{'ok' if e.get('valid') else 'INVALID'}")
         print(f"{len(entries)} entries, {cache.cache_size_bytes() / 2**20:.1f} MiB")
     else:
         print(f"removed {cache.clear(args.pattern)} entries")

@@ -196,6 +196,8 @@ def _compile(spec, entry: Path, strict: bool) -> Path:
             created_iso=time.strftime("%Y-%m-%dT%H:%M:%S%z"), strict=strict,
             allow_unclean=allow_unclean, unclean=unclean, debug=debug,
             so_sha256=_sha256_file(tmp / "kernel.so"),
+            # ptxas only sees static smem; the kernels use dynamic smem sized by the config.
+            dynamic_smem_bytes=spec.smem_bytes() if hasattr(spec, "smem_bytes") else None,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         try:
@@ -370,7 +372,8 @@ def list_entries() -> list[dict]:
         spills = m.get("spill_stores", 0) + m.get("spill_loads", 0) if meta else None
         out.append(dict(
             name=name, digest=dig, path=str(p), size=_tree_size(p), registers=m.get("registers"),
-            smem=m.get("smem_bytes"), smem_bytes=m.get("smem_bytes"), spills=spills, valid=meta is not None,
+            smem=m.get("smem_bytes"), smem_bytes=m.get("smem_bytes"), dynamic_smem_bytes=m.get("dynamic_smem_bytes"),
+            spills=spills, valid=meta is not None,
         ))
     return out
 
