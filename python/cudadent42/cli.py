@@ -145,6 +145,50 @@ def _cache(args) -> int:
     return 0
 
 
+def _problem(args) -> dict:
+    if args.family == "gemm":
+        return dict(dtype=args.dtype, b_major=args.b_major, M=args.m, N=args.n, K=args.k)
+    return dict(dtype=args.dtype, head_dim=args.hdim, mask="causal" if args.causal else "none",
+                softcap=args.softcap, varlen=False, seqlen=args.seqlen, batch=args.batch, heads=args.heads)
+
+
+def _space(items) -> dict:
+    """--space stages=2,3 --space block_n=64,128 -> {"stages": (2, 3), ...}"""
+    out = {}
+    for item in items or []:
+        key, _, values = item.partition("=")
+        out[key.strip()] = tuple(int(v) for v in values.split(","))
+    return out
+
+
+def _sweep(args) -> int:
+    from .tune.sweep import sweep, tune
+
+    fn = tune if args.cmd == "tune" else sweep
+    rows = fn(args.family, _problem(args), space=_space(args.space), jobs=args.jobs, out_dir=args.out,
+              limit=args.limit)
+    return 0 if rows else 1
+
+
+def _add_problem_args(p) -> None:
+    p.add_argument("family", choices=["gemm", "attn-fwd"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    p.add_argument("--m", type=int, default=8192, help="gemm M")
+    p.add_argument("--n", type=int, default=8192, help="gemm N")
+    p.add_argument("--k", type=int, default=8192, help="gemm K")
+    p.add_argument("--b-major", default="k", choices=["k", "n"], help="gemm B layout")
+    p.add_argument("--hdim", type=int, default=128, help="attention head dim")
+    p.add_argument("--seqlen", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--softcap", action="store_true")
+    p.add_argument("--space", action="append", help="restrict a parameter, e.g. --space stages=2,3 (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many points")
+    p.add_argument("--jobs", type=int, default=None, help="parallel nvcc builds (default: all cores)")
+    p.add_argument("--out", default=None, help="write sweep.csv / sweep.json / sweep.png here")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="cudadent42", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,8 +201,11 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
+    _add_problem_args(sub.add_parser("sweep", help="build and time a config space on one problem"))
+    _add_problem_args(sub.add_parser("tune", help="sweep, then record the winner in the tuned table"))
     c = sub.add_parser("cache", help="list or clear the kernel cache")
     c.add_argument("action", choices=["list", "clear"])
     c.add_argument("--pattern", default=None, help="only entries whose name contains this")
     args = p.parse_args(argv)
-    return {"info": _info, "build": _build, "bench": _bench, "cache": _cache}[args.cmd](args)
+    return {"info": _info, "build": _build, "bench": _bench, "cache": _cache, "sweep": _sweep,
+            "tune": _sweep}[args.cmd](args)

@@ -40,6 +40,11 @@ def require_hopper(t: torch.Tensor, op: str) -> int:
     return sms
 
 
+def gpu_name(device: torch.device) -> str:
+    """The device's name (the tuned table is per GPU model)."""
+    return _device_info(device.index if device.index is not None else torch.cuda.current_device())[2]
+
+
 def stream_handle(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 

@@ -15,8 +15,8 @@ import math
 import torch
 
 from ..configs.attention import HEAD_DIMS, AttnFwdConfig
-from ..configs.heuristics_sm90 import attn_fwd_config
-from ..runtime import check_rc, require_hopper, stream_handle
+from ..configs.select import select
+from ..runtime import check_rc, gpu_name, require_hopper, stream_handle
 
 UNBOUNDED = 1 << 30  # window side with no limit (see csrc/kernels/attention/block_info.hpp)
 _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -107,7 +107,9 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
             raise ValueError(f"attention: {name} needs a 16-byte aligned data pointer (storage offset "
                              f"{t.storage_offset()})")
     dtype = _DTYPES[q.dtype]
-    cfg = AttnFwdConfig.from_name(config) if config else attn_fwd_config(dtype, q.shape[-1], mask, softcap > 0, varlen)
+    cfg = AttnFwdConfig.from_name(config) if config else select(
+        "attn-fwd", gpu_name(q.device), dtype=dtype, head_dim=q.shape[-1], mask=mask, softcap=softcap > 0,
+        varlen=varlen, seqlen=max_sq if varlen else q.shape[1])
     if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) != (dtype, q.shape[-1], mask, softcap > 0, varlen):
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
                          f"{q.shape[-1]}, mask={mask}, softcap={softcap > 0}, varlen={varlen})")

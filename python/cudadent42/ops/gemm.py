@@ -11,8 +11,8 @@ import ctypes
 import torch
 
 from ..configs import GemmConfig
-from ..configs.heuristics_sm90 import gemm_config
-from ..runtime import check_rc, require_hopper, stream_handle
+from ..configs.select import select
+from ..runtime import check_rc, gpu_name, require_hopper, stream_handle
 
 _TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _LAUNCH_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_void_p]
@@ -87,7 +87,8 @@ def resolve_config(a: torch.Tensor, b: torch.Tensor, config: str | GemmConfig | 
             raise ValueError(f"gemm: config {cfg.name} is for dtype={cfg.dtype}, b_major={cfg.b_major} but the "
                              f"inputs are dtype={dtype}, b_major={major}")
         return cfg.validate()
-    return gemm_config(dtype, major, a.shape[0], b.shape[1], a.shape[1])
+    return select("gemm", gpu_name(a.device), dtype=dtype, b_major=major, M=a.shape[0], N=b.shape[1],
+                  K=a.shape[1])
 
 
 def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | GemmConfig | None = None) -> None:
