@@ -6,8 +6,9 @@
 //   S = Q K^T        SS wgmma 64 x kBlockN x D   (Q, K: D contiguous)
 //   P = softmax(S)   fp32 online softmax in registers, exp2 with folded scale
 //   O += P V         RS wgmma 64 x D x kBlockN   (P from registers, V^T MN-major)
-// Shared memory: Q (and O, which reuses Q's buffer in the epilogue), K and V
-// stages. Budget at D=128, N=128, 2 stages: 32 + 2*32 + 2*32 = 160 KB.
+// Shared memory: Q, O (its own buffer when it fits, else Q's), K and V
+// stages. D=128, N=128, 2 stages: Q 32 + O 32 + K 2*32 + V 2*32 = 192 KB;
+// D=256, N=80: Q 64 + K 2*40 + V 2*40 = 224 KB, so O reuses Q there.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -44,7 +45,7 @@ struct FwdTraits {
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
 
-  static_assert(kHeadDim % 32 == 0 || kHeadDim == 96, "head dim must tile into 64-wide swizzle spans");
+  static_assert(kHeadDim % 32 == 0, "head dim must tile into 64-byte (SW64) or 128-byte (SW128) swizzle spans");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "kBlockN: wgmma N and the PV k-steps of 16");
 
   // Q/K rows are D-contiguous: K-major atoms, 128B swizzle when D allows.
