@@ -28,6 +28,9 @@ def main():
     print(HEADER)
     rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else
                                (512, 1024, 2048, 4096, 8192, 16384))
+    from cudadent42.bench.targets import check_targets, format_targets
+
+    print(format_targets(check_targets(rows)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"card": card, "attn_fwd": rows}, f, indent=1)

@@ -122,6 +122,10 @@ def _bench(args) -> int:
     print(attn_bench.HEADER)
     seqlens = (4096, 16384) if args.quick else attn_bench.SEQLENS
     results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens)
+    from .bench.targets import check_targets, format_targets
+
+    print("\nAttention forward targets (issue: FA3-class forward):")
+    print(format_targets(check_targets(results["attn_fwd"])))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
