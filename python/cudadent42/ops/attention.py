@@ -101,7 +101,7 @@ def check_fwd_inputs(q, k, v, varlen: bool, head_dim_ok=HEAD_DIMS):
 
 def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config, out, lse):
     varlen = cu_q is not None
-    require_hopper(q, "attention")
+    num_sms = require_hopper(q, "attention")
     for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
         if t.data_ptr() % 16:
             raise ValueError(f"attention: {name} needs a 16-byte aligned data pointer (storage offset "
@@ -138,7 +138,7 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
     a.heads_q, a.heads_kv = q.shape[-2], k.shape[-2]
     a.window_left, a.window_right = left, right
     a.softmax_scale, a.softcap = scale, softcap
-    a.num_sms = require_hopper(q, "attention")
+    a.num_sms = num_sms
     check_rc(launch(ctypes.byref(a), stream_handle(q.device)), kernel, "attention forward")
 
 
