@@ -1,6 +1,7 @@
 """Attention forward config (csrc/kernels/attention)."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class AttnFwdConfig:
         return n
 
     @classmethod
+    @functools.lru_cache(maxsize=256)  # explicit config names are parsed once, not on every call
     def from_name(cls, name: str) -> "AttnFwdConfig":
         m = _NAME_RE.match(name)
         if not m:

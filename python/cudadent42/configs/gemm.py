@@ -1,6 +1,7 @@
 """GEMM config: C[M,N] = A[M,K] @ B[K,N] on sm_90a (csrc/kernels/gemm)."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class GemmConfig:
                 f"_st{self.stages}_g{self.group_m}")
 
     @classmethod
+    @functools.lru_cache(maxsize=256)  # explicit config names are parsed once, not on every call
     def from_name(cls, name: str) -> "GemmConfig":
         m = _NAME_RE.match(name)
         if not m:
