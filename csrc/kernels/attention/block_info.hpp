@@ -48,6 +48,24 @@ struct BlockInfo {
 
   CUTE_DEVICE bool tile_exists() const { return m_start < seqlen_q; }
 
+  // Key blocks [n_unmasked_min, n_unmasked_max) need no element mask for any
+  // row of the tile: the consumer runs them on its fast path, and the masked
+  // blocks above (causal diagonal, ragged seqlen_k end) and below (left
+  // window edge) on a separate one. Both ends are clamped into
+  // [n_block_min, n_block_max] with min <= max.
+  CUTE_DEVICE int n_unmasked_max(cd42_attn_fwd_args const& a) const {
+    int hi = seqlen_k;  // block n is clean at the top iff (n + 1) * BlockN <= hi
+    if constexpr (HasWindow) hi = min(hi, m_start + (seqlen_k - seqlen_q) + a.window_right + 1);
+    return max(n_block_min, min(n_block_max, max(hi, 0) / BlockN));
+  }
+  CUTE_DEVICE int n_unmasked_min(cd42_attn_fwd_args const& a, int n_hi) const {
+    if constexpr (!HasWindow) return n_block_min;
+    int const m_last = min(m_start + BlockM, seqlen_q) - 1;
+    int const lo = m_last + (seqlen_k - seqlen_q) - a.window_left;  // block n is clean iff n * BlockN >= lo
+    int const n_lo = lo <= 0 ? 0 : (lo + BlockN - 1) / BlockN;
+    return max(n_block_min, min(n_hi, n_lo));
+  }
+
   // True when some element of key block n must be masked for some row.
   CUTE_DEVICE bool block_needs_mask(cd42_attn_fwd_args const& a, int n) const {
     int const n0 = n * BlockN, n1 = n0 + BlockN - 1;

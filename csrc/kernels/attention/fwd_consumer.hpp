@@ -4,8 +4,11 @@
 // Intra-warpgroup overlap (FlashAttention-3): in steady state an iteration
 // issues S = Q K(n)^T and O += P(n+1) V(n+1) back to back, waits only for
 // the first, and computes the softmax of S(n) while the PV wgmma still runs;
-// O is rescaled after that wgmma retires. The masked key blocks come first
-// (blocks are walked from the last), so the unmasked fast path dominates.
+// O is rescaled after that wgmma retires. Blocks are walked from the last,
+// in up to three runs: masked at the top (causal diagonal, ragged key end),
+// clean, masked at the bottom (left window). The clean run is compiled
+// without mask code; where the mask code would push the overlapped loop
+// past the register budget (large D), the masked runs go serially.
 //
 // Ping-pong between the two warpgroups (FlashAttention-3): each batch of
 // wgmma issues happens on the warpgroup's turn, and issuing hands the turn
@@ -78,6 +81,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   Tensor tOsO = thr_pv.partition_C(sO);
 
   int const wg = tidx / kWarpGroupThreads;
+  // This thread's rows inside a 128-row tile (see softmax.hpp's convention).
+  int const row0 = (tidx / kWarpGroupThreads) * 64 + (tidx % kWarpGroupThreads / 32) * 16 + lane / 4;
+  int const col0 = 2 * (lane % 4);
   auto take_turn = [&] { cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierTurn + wg); };
   auto pass_turn = [&] { cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 1 - wg); };
   auto issue_qk = [&](int stage) {
@@ -98,13 +104,16 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_pv, tOrP(_, _, kb), tOrV(_, _, kb, stage), tOrO);
     warpgroup_commit_batch();
   };
+  // `masked` is a std::bool_constant on the fast paths (the mask code is
+  // compiled out of the unmasked loop, which keeps its register pressure
+  // down) or a plain bool for a block whose kind is only known at run time.
   auto scores_to_probs = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                             int row0, int col0, float correction[2]) {
+                             auto masked, float correction[2]) {
     if constexpr (T::kSoftcap) {
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) tSrS(i) = a.softcap * fast_tanh(tSrS(i) * p.softcap_in);
     }
-    if (bi.block_needs_mask(a, n)) apply_mask<T>(tSrS, bi, a, n, row0, col0);
+    if (masked) apply_mask<T>(tSrS, bi, a, n, row0, col0);
     softmax.update(tSrS, p.score_scale_log2, correction);
   };
   auto probs_to_regs = [&] {
@@ -115,10 +124,77 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   typename T::PipelineSched::PipelineState s_state;
   typename T::PipelineQ::PipelineState q_state;
   typename T::PipelineKV::PipelineState k_state, v_state;
+
+  auto wait_qk = [&](int wait_depth_pv) {  // S ready (the PV batch behind it may still run)
+    if (wait_depth_pv) warpgroup_wait<1>(); else warpgroup_wait<0>();
+    warpgroup_fence_operand(tSrS);
+    pipe_k.consumer_release(k_state);
+    ++k_state;
+  };
+  auto wait_pv = [&] {
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tOrO);
+    pipe_v.consumer_release(v_state);
+    ++v_state;
+  };
+  // Serial block: S, softmax, rescale O, P V; nothing overlaps inside the
+  // warpgroup (the other warpgroup's GEMMs still fill the gaps).
+  auto serial_block = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
+                          auto masked) {
+    float correction[2];
+    pipe_k.consumer_wait(k_state);
+    take_turn();
+    issue_qk(k_state.index());
+    pass_turn();
+    wait_qk(0);
+    scores_to_probs(bi, softmax, n, masked, correction);
+    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+    probs_to_regs();
+    pipe_v.consumer_wait(v_state);
+    take_turn();
+    issue_pv(v_state.index());
+    pass_turn();
+    wait_pv();
+  };
+  // Overlapped pipeline over blocks n0 > n1 > ...: `first` computes P(n0)
+  // with no PV in flight; each `step` issues QK(n) and PV(n+1) together and
+  // runs the softmax of S(n) under the PV; `last` issues the final PV.
+  auto overlap_first = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
+                           bool masked) {
+    float correction[2];
+    pipe_k.consumer_wait(k_state);
+    take_turn();
+    issue_qk(k_state.index());
+    pass_turn();
+    wait_qk(0);
+    scores_to_probs(bi, softmax, n, masked, correction);
+    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);  // no-op on a fresh tile (O = 0)
+    probs_to_regs();
+  };
+  auto overlap_step = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
+                          auto masked) {
+    float correction[2];
+    pipe_k.consumer_wait(k_state);
+    pipe_v.consumer_wait(v_state);
+    take_turn();
+    issue_qk(k_state.index());
+    issue_pv(v_state.index());  // P of block n+1
+    pass_turn();
+    wait_qk(1);                 // S(n) ready; PV(n+1) still running
+    scores_to_probs(bi, softmax, n, masked, correction);
+    wait_pv();
+    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+    probs_to_regs();
+  };
+  auto overlap_last = [&] {
+    pipe_v.consumer_wait(v_state);
+    take_turn();
+    issue_pv(v_state.index());
+    pass_turn();
+    wait_pv();
+  };
+
   AttnTileScheduler sched = make_scheduler<T>(p);
-  // This thread's rows inside a 128-row tile (see softmax.hpp's convention).
-  int const row0 = (tidx / kWarpGroupThreads) * 64 + (tidx % kWarpGroupThreads / 32) * 16 + lane / 4;
-  int const col0 = 2 * (lane % 4);
 
   // Warpgroup 0 issues first: warpgroup 1 hands it the opening turn.
   if (wg == 1) cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 0);
@@ -134,80 +210,50 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     TileInfo<T> bi(a, batch, m_block);
 
     OnlineSoftmax<T::kBlockN, T::kHeadDim> softmax;
-    float correction[2];
     clear(tOrO);
     pipe_q.consumer_wait(q_state);
+    // Blocks are walked from the last: [n_hi, max) need the mask at the top
+    // (causal diagonal, ragged end of the keys), [lo, n_hi) are clean and
+    // [min, n_lo) are masked again by a left window.
     int n = bi.n_block_max - 1;
-    if constexpr (T::kIntraWGOverlap) {
+    int const n_hi = bi.n_unmasked_max(a);
+    int const n_lo = bi.n_unmasked_min(a, n_hi);
+    bool q_released = false;
+    // With its own O buffer, Q's slot frees as soon as the last QK retired,
+    // so the next tile's Q loads under this tile's last PV and epilogue.
+    auto release_q_early = [&] {
+      if constexpr (T::kSeparateO) {
+        pipe_q.consumer_release(q_state);
+        ++q_state;
+        q_released = true;
+      }
+    };
+    if constexpr (T::kOverlapMaskedBlocks) {  // one overlapped pipeline over all blocks
       if (n >= bi.n_block_min) {
-        pipe_k.consumer_wait(k_state);
-        take_turn();
-        issue_qk(k_state.index());
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-        pipe_k.consumer_release(k_state);
-        ++k_state;
-        scores_to_probs(bi, softmax, n, row0, col0, correction);  // O is zero: no rescale needed
-        probs_to_regs();
-        for (--n; n >= bi.n_block_min; --n) {
-          pipe_k.consumer_wait(k_state);
-          pipe_v.consumer_wait(v_state);
-          take_turn();
-          issue_qk(k_state.index());
-          issue_pv(v_state.index());  // P of block n+1
-          pass_turn();
-          warpgroup_wait<1>();        // S(n) ready; PV(n+1) still running
-          warpgroup_fence_operand(tSrS);
-          pipe_k.consumer_release(k_state);
-          ++k_state;
-          scores_to_probs(bi, softmax, n, row0, col0, correction);
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(tOrO);
-          pipe_v.consumer_release(v_state);
-          ++v_state;
-          OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
-          probs_to_regs();
-        }
-        if constexpr (T::kSeparateO) {  // every QK has retired: let the next tile's Q load now
-          pipe_q.consumer_release(q_state);
-          ++q_state;
-        }
-        pipe_v.consumer_wait(v_state);
-        take_turn();
-        issue_pv(v_state.index());
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        pipe_v.consumer_release(v_state);
-        ++v_state;
+        overlap_first(bi, softmax, n, n >= n_hi || n < n_lo);
+        for (--n; n >= n_hi; --n) overlap_step(bi, softmax, n, cute::true_type{});
+        for (; n >= n_lo; --n) overlap_step(bi, softmax, n, cute::false_type{});
+        for (; n >= bi.n_block_min; --n) overlap_step(bi, softmax, n, cute::true_type{});
+        release_q_early();
+        overlap_last();
       }
-    } else {  // serial: S, softmax, PV per block
-      for (; n >= bi.n_block_min; --n) {
-        pipe_k.consumer_wait(k_state);
-        take_turn();
-        issue_qk(k_state.index());
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-        pipe_k.consumer_release(k_state);
-        ++k_state;
-        scores_to_probs(bi, softmax, n, row0, col0, correction);
-        OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
-        probs_to_regs();
-        pipe_v.consumer_wait(v_state);
-        take_turn();
-        issue_pv(v_state.index());
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        pipe_v.consumer_release(v_state);
-        ++v_state;
+    } else if constexpr (T::kIntraWGOverlap) {  // masked blocks serial, clean ones overlapped
+      for (; n >= n_hi; --n) serial_block(bi, softmax, n, cute::true_type{});
+      if (n >= n_lo) {
+        overlap_first(bi, softmax, n, false);
+        for (--n; n >= n_lo; --n) overlap_step(bi, softmax, n, cute::false_type{});
+        if (n < bi.n_block_min) release_q_early();
+        overlap_last();
       }
+      for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, cute::true_type{});
+    } else {
+      for (; n >= n_hi; --n) serial_block(bi, softmax, n, cute::true_type{});
+      for (; n >= n_lo; --n) serial_block(bi, softmax, n, cute::false_type{});
+      for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, cute::true_type{});
     }
-    // Q's slot is released once its last reader is done: after the last QK
-    // (above) when O has its own buffer, after O's store when O reuses it.
-    if (T::kSeparateO && !(T::kIntraWGOverlap && bi.n_block_max > bi.n_block_min)) {
+    // Otherwise Q's slot is released after its last reader: here when O has
+    // its own buffer, after O's store when O reuses Q's.
+    if (T::kSeparateO && !q_released) {
       pipe_q.consumer_release(q_state);
       ++q_state;
     }

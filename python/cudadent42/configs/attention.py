@@ -11,7 +11,7 @@ HEAD_DIMS = (64, 96, 128, 192, 256)
 MASKS = ("none", "causal", "local")
 BLOCK_M = 128  # two consumer warpgroups x 64 rows, fixed by the kernel
 # fp32 S + fp32 O + bf16 P registers per consumer thread must leave room for
-# addresses and softmax state under the 232-register consumer budget.
+# addresses and softmax state under the 240-register consumer budget.
 MAX_FRAGMENT_REGS = 192
 
 _NAME_RE = re.compile(

@@ -25,5 +25,9 @@ def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen:
     from .attention import AttnFwdConfig
 
     block_n, stages = _ATTN_FWD_TILES[head_dim]
+    if head_dim == 256 and (mask != "none" or softcap or varlen):
+        # N=80 overlaps softmax with PV only without mask/softcap/varlen state
+        # (fwd_traits.hpp); N=64 overlaps with all of them.
+        block_n = 64
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
                          softcap=softcap, varlen=varlen)
