@@ -5,24 +5,34 @@ import torch.nn.functional as F
 
 import cudadent42
 from cudadent42 import flash_attn_func, flash_attn_varlen_func
+from cudadent42.configs.heuristics_sm90 import attn_fwd_config
 
 from attention_ref import attention_ref
 from tolerance import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
 
+# Tiles off the heuristic's path, each taking a different branch of the
+# consumer loop: masked blocks serial + clean ones overlapped (D=256 N=80
+# causal: serial, since its overlapped loop would spill), N=176 overlapped,
+# a left window whose bottom blocks are masked again.
+EXPLICIT_TILES = [dict(head_dim=256, block_n=80, mask="causal"), dict(head_dim=128, block_n=176, mask="none"),
+                  dict(head_dim=256, block_n=64, mask="local"), dict(head_dim=128, block_n=128, mask="local")]
+
+
 # Configs beyond the defaults that these tests reach (scripts/gpu_check.sh pre-builds them in parallel).
-PREBUILD = (
+PREBUILD = list(dict.fromkeys(
     [cudadent42.AttnFwdConfig(head_dim=d, block_n=n, stages=s, mask=m, softcap=True)
      for d, n, s, m in ((64, 128, 3, "none"), (128, 128, 2, "causal"), (256, 80, 2, "none"))]
     + [cudadent42.AttnFwdConfig(head_dim=d, block_n=128, stages=3 if d == 64 else 2, mask=m, softcap=sc, varlen=True)
        for d in (64, 128) for m in ("none", "causal") for sc in (False, True)]
     + [cudadent42.AttnFwdConfig(head_dim=128, block_n=64, stages=3, mask="causal"),
        cudadent42.AttnFwdConfig(head_dim=128, block_n=128, stages=2, mask="local")]
-    + [cudadent42.AttnFwdConfig(dtype=dt, head_dim=d, block_n=n, stages=st, mask=m)
-       for dt in ("bf16", "fp16") for d, n, st in ((64, 128, 3), (96, 128, 2), (128, 128, 2), (192, 80, 2),
-                                                   (256, 80, 2)) for m in ("none", "causal")]
-)
+    + [attn_fwd_config(dt, d, m, sc, vl)  # what the heuristic picks for the tests' default calls
+       for dt in ("bf16", "fp16") for d in (64, 96, 128, 192, 256) for m in ("none", "causal")
+       for sc, vl in ((False, False), (True, False), (False, True))]
+    + [cudadent42.AttnFwdConfig(stages=2, **t) for t in EXPLICIT_TILES]
+))
 
 
 def poison_allocator(*shapes_dtypes):
@@ -227,6 +237,22 @@ def test_fwd_torch_compile_and_cuda_graph():
     g.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(y, block(x, wq), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("tile", EXPLICIT_TILES, ids=lambda t: f"hd{t['head_dim']}_n{t['block_n']}_{t['mask']}")
+@pytest.mark.parametrize("seqlens", [(257, 4097), (1000, 1000), (4097, 300)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_fwd_explicit_tiles(tile, seqlens):
+    sq, sk = seqlens
+    d = tile["head_dim"]
+    cfg = cudadent42.AttnFwdConfig(stages=2, **tile)
+    causal = tile["mask"] == "causal"
+    window = (300, 17) if tile["mask"] == "local" else (-1, -1)
+    q, k, v = rand(2, sq, 4, d), rand(2, sk, 2, d), rand(2, sk, 2, d)
+    out, lse = flash_attn_func(q, k, v, causal=causal, window_size=window, return_lse=True, config=cfg)
+    ref, ref_lse = attention_ref(q, k, v, causal, window)
+    lowp, _ = attention_ref(q, k, v, causal, window, upcast=False)
+    assert_close_to_ref(out, ref, lowp, cfg.name)
+    check_lse(lse, ref_lse)
 
 
 def test_explicit_config_override():

@@ -38,14 +38,15 @@ struct FwdTraits {
   // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S
   // (N/2 fp32), P (N/4) and O (D/2) live together per thread. Measured with
   // nvcc 13.0 under the 240-register consumer budget (fwd_kernel.hpp):
-  //  - the clean-block loop (no mask code) fits up to 188 such registers,
-  //    12 fewer once softcap/varlen/window state is live (D=256: N=80 plain
-  //    fits, N=80 causal or softcap+varlen spills, N=64 fits everything);
+  //  - the clean-block loop (no mask code) fits up to 196 such registers
+  //    (D=128 N=176 and D=256 N=80 plain fit), 12 fewer once softcap/varlen/
+  //    window state is live (D=256 N=80 causal or softcap+varlen spill, N=64
+  //    fits everything);
   //  - with the element mask inside the overlapped loop only up to 168 fit,
   //    so above that the masked blocks run serially (consumer_loop peels them).
   static constexpr int kOverlapFragRegs = BlockN_ * 3 / 4 + HeadDim_ / 2;
   static constexpr bool kIntraWGOverlap =
-      kOverlapFragRegs + (Mask_ != MaskKind::kNone || Softcap_ || Varlen_ ? 12 : 0) <= 188;
+      kOverlapFragRegs + (Mask_ != MaskKind::kNone || Softcap_ || Varlen_ ? 12 : 0) <= 196;
   static constexpr bool kOverlapMaskedBlocks = kIntraWGOverlap && kOverlapFragRegs <= 168;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
