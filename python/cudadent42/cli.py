@@ -1,4 +1,4 @@
-"""`python -m cudadent42 {info,build,bench,cache}` (also the `cudadent42` script)."""
+"""`python -m cudadent42 {info,build,bench,sweep,tune,profile,cache}` (also the `cudadent42` script)."""
 from __future__ import annotations
 
 import argparse
@@ -170,8 +170,25 @@ def _sweep(args) -> int:
 
     fn = tune if args.cmd == "tune" else sweep
     rows = fn(args.family, _problem(args), space=_space(args.space), jobs=args.jobs, out_dir=args.out,
-              limit=args.limit)
+              limit=args.limit, prune_by_profile=args.prune_by_profile)
     return 0 if rows else 1
+
+
+def _profile(args) -> int:
+    from .tune.profile import ProfileError, find_ncu, profile, top_configs
+
+    problem = _problem(args)
+    try:
+        find_ncu()  # before a sweep for --top spends minutes on nvcc
+        configs = list(args.config or [])
+        if args.top:
+            configs += top_configs(args.family, problem, args.top, out_dir=args.out, space=_space(args.space),
+                                   jobs=args.jobs, limit=args.limit)
+        rows = profile(args.family, problem, configs or None, out_dir=args.out, timeout=args.timeout)
+    except ProfileError as e:
+        print(f"cudadent42 profile: {e}", file=sys.stderr)
+        return 2
+    return 0 if all(r["status"] == "profiled" for r in rows) else 1
 
 
 def _add_problem_args(p) -> None:
@@ -205,11 +222,21 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
-    _add_problem_args(sub.add_parser("sweep", help="build and time a config space on one problem"))
-    _add_problem_args(sub.add_parser("tune", help="sweep, then record the winner in the tuned table"))
+    for name, desc in (("sweep", "build and time a config space on one problem"),
+                       ("tune", "sweep, then record the winner in the tuned table")):
+        sp = sub.add_parser(name, help=desc)
+        _add_problem_args(sp)
+        sp.add_argument("--prune-by-profile", type=int, nargs="?", const=3, default=0, metavar="K",
+                        help="profile the K (default 3) fastest with ncu; within 3%% of the best, rank "
+                             "spilling or non-compute-bound configs last")
+    pr = sub.add_parser("profile", help="Nsight Compute counters and the limiter of chosen configs (needs ncu)")
+    _add_problem_args(pr)
+    pr.add_argument("--config", action="append", help="a config name to profile (repeatable)")
+    pr.add_argument("--top", type=int, default=0, help="also the K fastest of --out/sweep.json (or of a new sweep)")
+    pr.add_argument("--timeout", type=int, default=300, help="seconds per ncu run")
     c = sub.add_parser("cache", help="list or clear the kernel cache")
     c.add_argument("action", choices=["list", "clear"])
     c.add_argument("--pattern", default=None, help="only entries whose name contains this")
     args = p.parse_args(argv)
     return {"info": _info, "build": _build, "bench": _bench, "cache": _cache, "sweep": _sweep,
-            "tune": _sweep}[args.cmd](args)
+            "tune": _sweep, "profile": _profile}[args.cmd](args)

@@ -83,8 +83,11 @@ def _within_tolerance(out, ref, lowp) -> tuple[bool, float]:
 
 
 def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | None = None,
-          out_dir: str | None = None, limit: int | None = None, log=print) -> list[dict]:
-    """Returns one row per point, best first (timed rows), then the rest."""
+          out_dir: str | None = None, limit: int | None = None, prune_by_profile: int = 0,
+          log=print) -> list[dict]:
+    """Returns one row per point, best first (timed rows), then the rest.
+    With `prune_by_profile` = K, the K fastest are profiled with ncu and used
+    as a tie-break within 3% of the best (profile.prune_by_profile)."""
     from ..bench.timing import bench_ms, tflops
     from ..runtime import hopper_available
 
@@ -132,6 +135,10 @@ def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | 
                 row["status"], row["error"] = "launch failed", str(e).splitlines()[0]
         del ref, lowp
     rows.sort(key=lambda r: -(r["tflops"] or -1))
+    if prune_by_profile:
+        from .profile import prune_by_profile as prune
+
+        rows = prune(family, problem, rows, k=prune_by_profile, log=log)
     for i, r in enumerate(rows):
         r["rank"] = i + 1 if r["tflops"] else None
     log(format_table(rows))
