@@ -194,7 +194,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     wait_pv();
   };
 
-  AttnTileScheduler sched = make_scheduler<T>(p);
+  AttnTileScheduler const& sched = make_scheduler<T>(p);
 
   // Warpgroup 0 issues first: warpgroup 1 hands it the opening turn.
   if (wg == 1) cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 0);
@@ -230,10 +230,10 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     };
     if constexpr (T::kOverlapMaskedBlocks) {  // one overlapped pipeline over all blocks
       if (n >= bi.n_block_min) {
+        // One loop with a run-time mask test: three specialised copies cost
+        // registers that the configs on this path do not have to spare.
         overlap_first(bi, softmax, n, n >= n_hi || n < n_lo);
-        for (--n; n >= n_hi; --n) overlap_step(bi, softmax, n, cute::true_type{});
-        for (; n >= n_lo; --n) overlap_step(bi, softmax, n, cute::false_type{});
-        for (; n >= bi.n_block_min; --n) overlap_step(bi, softmax, n, cute::true_type{});
+        for (--n; n >= bi.n_block_min; --n) overlap_step(bi, softmax, n, n >= n_hi || n < n_lo);
         release_q_early();
         overlap_last();
       }

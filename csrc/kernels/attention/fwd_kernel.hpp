@@ -14,14 +14,11 @@
 
 namespace cd42::attn {
 
-// 32 + 2 x 240 registers x 128 threads = the whole 64K register file. The
-// producer (one thread issues TMA and claims tiles) is ptxas-clean at 32;
-// the consumers' 240 is what lets D=256 overlap softmax with PV (fwd_traits.hpp).
 template <class T>
-struct FwdRegisterSplit {
-  static constexpr int kProducer = 32;
-  static constexpr int kConsumer = 240;
-  static_assert(128 * (kProducer + 2 * kConsumer) <= 65536, "register split");
+struct FwdRegisterSplit {  // see FwdTraits: the pool must cover the consumers' increase
+  static constexpr int kProducer = T::kProducerRegs;
+  static constexpr int kConsumer = T::kConsumerRegs;
+  static_assert(128 * (168 - kProducer) >= 256 * (kConsumer - 168), "setmaxnreg.inc would wait forever");
 };
 
 template <class Pipe, class T>

@@ -18,8 +18,8 @@
 namespace cd42::attn {
 
 template <class T>
-CUTE_DEVICE AttnTileScheduler make_scheduler(typename T::Params const& p) {
-  return AttnTileScheduler(p.num_m_blocks, p.args.heads_q, p.args.batch, T::kHasWindow);
+CUTE_DEVICE AttnTileScheduler const& make_scheduler(typename T::Params const& p) {
+  return p.sched;
 }
 
 template <class Tensor4>
@@ -52,15 +52,16 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   auto q_state = cutlass::make_producer_start_state<typename T::PipelineQ>();
   auto k_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   auto v_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
-  int const group = a.heads_q / a.heads_kv;
-  AttnTileScheduler sched = make_scheduler<T>(p);
+  AttnTileScheduler const& sched = make_scheduler<T>(p);
   auto claim_next = [&] { return int(gridDim.x) + atomicAdd(a.tile_counter, 1); };
 
   int tile = blockIdx.x;
+  CUTE_NO_UNROLL
   for (;;) {
     int m_block = 0, head = 0, batch = 0;
     // Varlen tiles past a short sequence's end do not exist: skip them here
     // so consumers only ever see real tiles (or the end marker).
+    CUTE_NO_UNROLL
     for (; tile < sched.num_tiles; tile = claim_next()) {
       sched.coords(tile, m_block, head, batch);
       if (TileInfo<T>(a, batch, m_block).tile_exists()) break;
@@ -73,7 +74,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
 
     TileInfo<T> bi(a, batch, m_block);
     int const b = T::kVarlen ? 0 : batch;
-    int const head_kv = head / group;
+    int const head_kv = p.group_div.divide(head);
     Tensor gQ = local_tile(seq_view(mQ, head, b, bi.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
                            make_coord(m_block, _0{}));
     Tensor gK = local_tile(seq_view(mK, head_kv, b, bi.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
@@ -106,6 +107,9 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
     ++q_state;
     if constexpr (T::kIntraWGOverlap) {
       // Consumers run QK(n-1) before PV(n): keep K one block ahead of V.
+      // (Loops stay rolled: unrolled copies cost registers the 24-register
+      // producer does not have, and TMA issue is not the bottleneck.)
+      CUTE_NO_UNROLL
       for (--n; n >= bi.n_block_min; --n) {
         load_k(n);
         load_v(n + 1);
@@ -113,6 +117,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
       if (bi.n_block_max > bi.n_block_min) load_v(bi.n_block_min);
     } else {
       if (n >= bi.n_block_min) load_v(n);
+      CUTE_NO_UNROLL
       for (--n; n >= bi.n_block_min; --n) {
         load_k(n);
         load_v(n);

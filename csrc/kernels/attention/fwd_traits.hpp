@@ -19,6 +19,7 @@
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/fwd_args.h"
+#include "kernels/attention/tile_scheduler.hpp"
 
 namespace cd42::attn {
 
@@ -35,18 +36,27 @@ struct FwdTraits {
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
   static constexpr bool kSoftcap = Softcap_;
   static constexpr bool kVarlen = Varlen_;
+  // Register split (setmaxnreg) between the producer warpgroup and the two
+  // consumers. The kernel is compiled at 168 registers/thread (384 threads,
+  // 1 CTA/SM), and a consumer's setmaxnreg.inc only completes once the
+  // producer has freed enough of the CTA's pool: 128 x (168 - P) must cover
+  // 256 x (C - 168), so 24/240 and 40/232 are the two full splits. The
+  // producer fits 24 registers only without window/softcap/varlen state, so
+  // only plain configs take 24/240.
+  static constexpr bool kPlain = Mask_ == MaskKind::kNone && !Softcap_ && !Varlen_;
+  static constexpr int kProducerRegs = kPlain ? 24 : 40;
+  static constexpr int kConsumerRegs = kPlain ? 240 : 232;
   // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S
   // (N/2 fp32), P (N/4) and O (D/2) live together per thread. Measured with
-  // nvcc 13.0 under the 240-register consumer budget (fwd_kernel.hpp):
-  //  - the clean-block loop (no mask code) fits up to 196 such registers
-  //    (D=128 N=176 and D=256 N=80 plain fit), 12 fewer once softcap/varlen/
-  //    window state is live (D=256 N=80 causal or softcap+varlen spill, N=64
-  //    fits everything);
-  //  - with the element mask inside the overlapped loop only up to 168 fit,
+  // nvcc 13.0 (ptxas spill reports), for the loop over clean blocks:
+  //  - 240 registers (plain): up to 196 (D=128 N=176, D=256 N=80 fit);
+  //  - 232 registers: up to 188 less 6 per feature among window, softcap
+  //    and varlen (D=256 N=64 fits with one or two, spills with all three);
+  //  - with the element mask inside the overlapped loop, only up to 168 fit,
   //    so above that the masked blocks run serially (consumer_loop peels them).
+  static constexpr int kFeatures = int(Mask_ != MaskKind::kNone) + int(Softcap_) + int(Varlen_);
   static constexpr int kOverlapFragRegs = BlockN_ * 3 / 4 + HeadDim_ / 2;
-  static constexpr bool kIntraWGOverlap =
-      kOverlapFragRegs + (Mask_ != MaskKind::kNone || Softcap_ || Varlen_ ? 12 : 0) <= 196;
+  static constexpr bool kIntraWGOverlap = kOverlapFragRegs + 6 * kFeatures <= (kPlain ? 196 : 188);
   static constexpr bool kOverlapMaskedBlocks = kIntraWGOverlap && kOverlapFragRegs <= 168;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
@@ -158,6 +168,8 @@ struct FwdTraits {
     TmaO tma_o;
     cd42_attn_fwd_args args;
     int num_m_blocks;       // per (batch, head), from (max) seqlen_q
+    AttnTileScheduler sched;
+    cutlass::FastDivmod group_div;  // query heads per KV head
     float score_scale_log2; // multiplies raw (or softcapped) scores before exp2
     float score_scale;      // natural-log counterpart, for the LSE
     float softcap_in;       // softmax_scale / softcap (scores pre-tanh)

@@ -6,23 +6,28 @@
 #pragma once
 
 #include <cute/config.hpp>
+#include <cutlass/fast_math.h>
 
 namespace cd42::attn {
 
+// Built on the host and read from kernel parameters (constant bank): the
+// divisions are multiply-shifts with host-computed constants, which keeps the
+// single producer thread within its 24 registers.
 struct AttnTileScheduler {
-  int num_m_blocks, num_heads, num_tiles;
+  cutlass::FastDivmod m_blocks_div, heads_div;
+  int num_tiles;
   bool longest_first;
 
-  CUTE_HOST_DEVICE AttnTileScheduler(int m_blocks, int heads, int batch, bool longest_first_)
-      : num_m_blocks(m_blocks), num_heads(heads), num_tiles(m_blocks * heads * batch),
+  AttnTileScheduler() = default;
+  CUTE_HOST AttnTileScheduler(int m_blocks, int heads, int batch, bool longest_first_)
+      : m_blocks_div(m_blocks), heads_div(heads), num_tiles(m_blocks * heads * batch),
         longest_first(longest_first_) {}
 
   CUTE_HOST_DEVICE void coords(int tile, int& m_block, int& head, int& batch) const {
-    int const bh = tile / num_m_blocks;
-    int const m = tile - bh * num_m_blocks;
-    m_block = longest_first ? num_m_blocks - 1 - m : m;
-    head = bh % num_heads;
-    batch = bh / num_heads;
+    int bh, m;
+    m_blocks_div(bh, m, tile);
+    m_block = longest_first ? m_blocks_div.divisor - 1 - m : m;
+    heads_div(batch, head, bh);
   }
 };
 
