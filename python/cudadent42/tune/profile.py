@@ -284,8 +284,9 @@ def _tail(text: str, n: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _run_ncu(ncu, family, name, problem, timeout, warmup, log) -> tuple[dict | None, str | None]:
-    """(metrics of the one profiled kernel, None) or (None, why the target failed)."""
+def _run_ncu(ncu, family, name, problem, timeout, warmup, log, raw_dir=None) -> tuple[dict | None, str | None]:
+    """(metrics of the one profiled kernel, None) or (None, why the target failed). With `raw_dir`,
+    ncu's raw CSV output is kept there as ncu_raw_<config>.csv (evidence, and parser fixtures)."""
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])  # python/: the target imports this source tree
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
@@ -302,6 +303,9 @@ def _run_ncu(ncu, family, name, problem, timeout, warmup, log) -> tuple[dict | N
         if own:
             return None, own[-1][len(TARGET_ERROR):].strip()
         rows = parse_ncu_csv(proc.stdout or "")
+        if raw_dir is not None:
+            Path(raw_dir).mkdir(parents=True, exist_ok=True)
+            (Path(raw_dir) / f"ncu_raw_{name}.csv").write_text(proc.stdout or "")
         if rows:
             if i:  # the optional names were the problem: leave them out from now on
                 _state["skip_optional"] = True
@@ -369,7 +373,7 @@ def profile(family: str, problem: dict, configs=None, *, out_dir: str | None = N
         else:
             spills = m.get("spill_stores", 0) + m.get("spill_loads", 0)
             log(f"profiling {cfg.name} ...")
-            metrics, err = _run_ncu(ncu, family, cfg.name, problem, timeout, warmup, log)
+            metrics, err = _run_ncu(ncu, family, cfg.name, problem, timeout, warmup, log, raw_dir=out_dir)
             if err:
                 row.update(status="failed", error=err, spill_bytes=spills)
             else:

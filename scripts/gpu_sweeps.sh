@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# On the GPU machine: the sweeps and the ncu profile that issue 5's closing
+# note reports, each timed, logs and results under $OUT.
+#   device run: carry [".whl"], command: bash scripts/gpu_sweeps.sh [attn|gemm|all]
+set -uo pipefail
+OUT=${OUT:-$PWD/.out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export CUDADENT42_CACHE_DIR=${CUDADENT42_CACHE_DIR:-/tmp/cd42-cache}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+what=${1:-all}
+timed() {  # timed NAME cmd...: runs cmd, tees its log, records the wall time
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$(date +%s)
+  "$@" 2>&1 | tee "$OUT/$name.log"
+  echo "=== $name took $(( $(date +%s) - t0 )) s" | tee -a "$OUT/$name.log"
+}
+attn="--seqlen 8192 --batch 2"
+if [ "$what" = attn ] || [ "$what" = all ]; then
+  timed sweep_attn_hd128 python3 -m cudadent42 sweep attn-fwd --hdim 128 --heads 16 $attn --out "$OUT/sweep_attn_hd128"
+  timed sweep_attn_hd128_causal python3 -m cudadent42 sweep attn-fwd --hdim 128 --heads 16 $attn --causal \
+    --out "$OUT/sweep_attn_hd128_causal"
+  timed profile_attn_hd128 python3 -m cudadent42 profile attn-fwd --hdim 128 --heads 16 $attn --top 3 \
+    --out "$OUT/sweep_attn_hd128"
+  timed sweep_attn_hd256 python3 -m cudadent42 sweep attn-fwd --hdim 256 --heads 8 $attn --space block_n=48,64,80 \
+    --out "$OUT/sweep_attn_hd256"
+fi
+if [ "$what" = gemm ] || [ "$what" = all ]; then
+  timed sweep_gemm python3 -m cudadent42 sweep gemm --m 8192 --n 8192 --k 8192 --out "$OUT/sweep_gemm"
+fi
