@@ -30,6 +30,16 @@ CUTE_DEVICE float fast_tanh(float x) {
   return y;
 }
 
+// exp2 as one MUFU.EX2. Plain exp2f (no --use_fast_math) adds a range test
+// and two multiplies per call to keep subnormal results exact, which costs
+// FP32 issue slots the softmax needs; results below 2^-126 flushing to zero
+// is harmless for probabilities.
+CUTE_DEVICE float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Value index of (column pair c, row half h, column block b) in a fragment.
 CUTE_HOST_DEVICE constexpr int frag_index(int c, int h, int b) { return c + 2 * h + 4 * b; }
 
@@ -65,7 +75,7 @@ struct OnlineSoftmax {
       // A row with no visible key so far keeps max -inf: use 0 as the
       // exponent offset so exp2(-inf - 0) = 0 instead of NaN.
       float const m_scaled = m == -INFINITY ? 0.f : m * scale_log2;
-      correction[h] = exp2f(row_max[h] * scale_log2 - m_scaled);  // 0 on the first block
+      correction[h] = fast_exp2(row_max[h] * scale_log2 - m_scaled);  // 0 on the first block
       row_max[h] = m;
       float sum = 0.f;
       CUTE_UNROLL
@@ -73,7 +83,7 @@ struct OnlineSoftmax {
         CUTE_UNROLL
         for (int c = 0; c < 2; ++c) {
           float& s = S(frag_index(c, h, b));
-          s = exp2f(s * scale_log2 - m_scaled);
+          s = fast_exp2(s * scale_log2 - m_scaled);
           sum += s;
         }
       }

@@ -17,17 +17,15 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
 
 
 # (head_dim) -> (block_n, stages): the K/V block is as wide as shared memory
-# (Q + 2 stages of K and V, O reusing Q) and the register budget allow.
-_ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (80, 2), 256: (80, 2)}
+# (Q + 2 stages of K and V) and the register budget allow while softmax still
+# overlaps PV. D=256: N=64 overlaps in every variant and ran at 674 TFLOP/s
+# vs 471 for N=80 (H100 sweep, S=8192; benchmarks/NOTES.md).
+_ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (80, 2), 256: (64, 2)}
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):
     from .attention import AttnFwdConfig
 
     block_n, stages = _ATTN_FWD_TILES[head_dim]
-    if head_dim == 256 and (mask != "none" or softcap or varlen):
-        # N=80 overlaps softmax with PV only without mask/softcap/varlen state
-        # (fwd_traits.hpp); N=64 overlaps with all of them.
-        block_n = 64
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
                          softcap=softcap, varlen=varlen)
