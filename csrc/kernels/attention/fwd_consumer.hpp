@@ -246,10 +246,8 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
         overlap_last();
       }
       for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, cute::true_type{});
-    } else {
-      for (; n >= n_hi; --n) serial_block(bi, softmax, n, cute::true_type{});
-      for (; n >= n_lo; --n) serial_block(bi, softmax, n, cute::false_type{});
-      for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, cute::true_type{});
+    } else {  // fully serial (the largest tiles): one loop, for the same register reason as above
+      for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, n >= n_hi || n < n_lo);
     }
     // Otherwise Q's slot is released after its last reader: here when O has
     // its own buffer, after O's store when O reuses Q's.
