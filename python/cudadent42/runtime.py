@@ -53,3 +53,20 @@ def check_rc(rc: int, kernel, what: str) -> None:
     if rc != 0:
         msg = kernel.fn("cd42_last_error", ctypes.c_char_p, [])().decode(errors="replace")
         raise KernelLaunchError(f"{what} [{kernel.name}] failed (code {rc}): {msg}")
+
+
+def kernel_range(name: str):
+    """A range named after the kernel config around its launch: a
+    torch.profiler record_function while the profiler is on (so traces show
+    `cudadent42::<config>`), an NVTX range when CUDADENT42_NVTX=1 (Nsight),
+    nothing otherwise (the hot path stays free of both)."""
+    import contextlib
+    import os
+
+    import torch
+
+    if torch.autograd.profiler._is_profiler_enabled:
+        return torch.profiler.record_function(f"cudadent42::{name}")
+    if os.environ.get("CUDADENT42_NVTX", "") not in ("", "0"):
+        return torch.cuda.nvtx.range(f"cudadent42::{name}")
+    return contextlib.nullcontext()

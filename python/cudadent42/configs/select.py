@@ -30,23 +30,32 @@ def _from_table(family: str, gpu: str, problem: dict):
         return None
 
 
-def select(family: str, gpu: str, **problem):
+def select(family: str, gpu: str, sizes: dict | None = None, **problem):
+    """Config for `problem` (the fields that pick a kernel) on `gpu`. `sizes`
+    (the call's batch/heads, or {} for gemm) lets a tuned-table miss be tuned
+    on first use when autotuning is on (tune/autotune.py)."""
     global _memo_version
-    from ..tune import table
+    from ..tune import autotune, table
 
     if table.version != _memo_version:
         _memo.clear()
         _memo_version = table.version
     key = (family, gpu, *sorted(problem.items()))
-    cfg = _memo.get(key)
-    if cfg is None:
+    hit = _memo.get(key)
+    if hit is None:
         cfg = _from_table(family, gpu, problem)
-        if cfg is None:
-            if family == "gemm":
-                cfg = heuristics_sm90.gemm_config(problem["dtype"], problem["b_major"], problem["M"],
-                                                  problem["N"], problem["K"])
-            else:
-                cfg = heuristics_sm90.attn_fwd_config(problem["dtype"], problem["head_dim"], problem["mask"],
-                                                      problem["softcap"], problem["varlen"])
-        _memo[key] = cfg
-    return cfg
+        hit = (cfg, "table") if cfg is not None else (_heuristic(family, problem), "heuristic")
+        _memo[key] = hit
+    if hit[1] == "heuristic" and autotune.enabled():
+        name = autotune.maybe_tune(family, gpu, problem, sizes)
+        if name:
+            return select(family, gpu, sizes, **problem)  # the table now has it (version bumped)
+    return hit[0]
+
+
+def _heuristic(family: str, problem: dict):
+    if family == "gemm":
+        return heuristics_sm90.gemm_config(problem["dtype"], problem["b_major"], problem["M"], problem["N"],
+                                           problem["K"])
+    return heuristics_sm90.attn_fwd_config(problem["dtype"], problem["head_dim"], problem["mask"],
+                                           problem["softcap"], problem["varlen"])

@@ -26,6 +26,10 @@ ENV_VARS: dict[str, str] = {
     "CUDADENT42_CUTLASS_DIR": "CUTLASS checkout root to use instead of the nvidia-cutlass wheel headers.",
     "CUDADENT42_ALLOW_UNCLEAN": "1 = accept kernels with register spills or serialized wgmma (experiments only).",
     "CUDADENT42_JIT_DEBUG": "1 = print nvcc command and ptxas summary per build and keep PTX/cubin in the entry.",
+    "CUDADENT42_AUTOTUNE": "1 = tune an untuned problem class on first use and persist the winner.",
+    "CUDADENT42_AUTOTUNE_POINTS": "Configs in that first-use sweep (default 8).",
+    "CUDADENT42_AUTOTUNE_BUDGET_S": "Seconds of timing in that first-use sweep (default 120).",
+    "CUDADENT42_NVTX": "1 = an NVTX range named after the config around every launch.",
 }
 
 MIN_NVCC = (12, 8)  # sm_90a wgmma needs 12.3; 12.8 is what the kernels are tested with

@@ -16,7 +16,8 @@ import torch
 
 from ..configs.attention import HEAD_DIMS, AttnFwdConfig
 from ..configs.select import select
-from ..runtime import check_rc, gpu_name, require_hopper, stream_handle
+from ..tune import autotune as _autotune
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
 
 UNBOUNDED = 1 << 30  # window side with no limit (see csrc/kernels/attention/block_info.hpp)
 _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -109,7 +110,8 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
     dtype = _DTYPES[q.dtype]
     cfg = AttnFwdConfig.from_name(config) if config else select(
         "attn-fwd", gpu_name(q.device), dtype=dtype, head_dim=q.shape[-1], mask=mask, softcap=softcap > 0,
-        varlen=varlen, seqlen=max_sq if varlen else q.shape[1])
+        varlen=varlen, seqlen=max_sq if varlen else q.shape[1],
+        sizes=dict(batch=cu_q.shape[0] - 1 if varlen else q.shape[0], heads=q.shape[-2]))
     if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) != (dtype, q.shape[-1], mask, softcap > 0, varlen):
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
                          f"{q.shape[-1]}, mask={mask}, softcap={softcap > 0}, varlen={varlen})")
@@ -139,7 +141,9 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
     a.window_left, a.window_right = left, right
     a.softmax_scale, a.softcap = scale, softcap
     a.num_sms = num_sms
-    check_rc(launch(ctypes.byref(a), stream_handle(q.device)), kernel, "attention forward")
+    with kernel_range(cfg.name):
+        rc = launch(ctypes.byref(a), stream_handle(q.device))
+    check_rc(rc, kernel, "attention forward")
 
 
 @torch.library.custom_op("cudadent42::attn_fwd", mutates_args=())
@@ -186,8 +190,11 @@ def _no_backward(ctx, grad_out, grad_lse):
 _attn_fwd_op.register_autograd(_no_backward, setup_context=lambda ctx, inputs, output: None)
 
 
-def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config):
+def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config, autotune=None):
     """mask_spec = (mask kind, left, right) with UNBOUNDED for open sides."""
+    if autotune is not None and not config:
+        with _autotune.requested(autotune):  # read by select() inside the op (eager calls)
+            return _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config)
     varlen = cu_q is not None
     check_fwd_inputs(q, k, v, varlen)
     if softcap < 0:
@@ -206,14 +213,16 @@ def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap,
 
 
 def flash_attn_func(q, k, v, causal=False, softmax_scale=None, window_size=(-1, -1), softcap=0.0,
-                    return_lse=False, *, config=None):
+                    return_lse=False, *, config=None, autotune=None):
     """FlashAttention-compatible forward: q (B, Sq, H, D), k/v (B, Sk, Hkv, D).
 
     Returns out (B, Sq, H, D), plus the float32 LSE (B, H, Sq) of the scaled
     scores when `return_lse` (rows with no visible key: out 0, LSE +inf).
+    `config` overrides the tuned/heuristic choice; `autotune=True` tunes an
+    untuned problem class on first use (see tune/autotune.py).
     """
     out, lse = _run(q, k, v, None, None, q.shape[1] if q.dim() == 4 else 0, k.shape[1] if k.dim() == 4 else 0,
-                    softmax_scale, _mask_kind(causal, tuple(window_size)), softcap, config)
+                    softmax_scale, _mask_kind(causal, tuple(window_size)), softcap, config, autotune)
     return (out, lse) if return_lse else out
 
 

@@ -12,7 +12,8 @@ import torch
 
 from ..configs import GemmConfig
 from ..configs.select import select
-from ..runtime import check_rc, gpu_name, require_hopper, stream_handle
+from ..tune import autotune as _autotune
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
 
 _TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _LAUNCH_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_void_p]
@@ -87,7 +88,7 @@ def resolve_config(a: torch.Tensor, b: torch.Tensor, config: str | GemmConfig | 
             raise ValueError(f"gemm: config {cfg.name} is for dtype={cfg.dtype}, b_major={cfg.b_major} but the "
                              f"inputs are dtype={dtype}, b_major={major}")
         return cfg.validate()
-    return select("gemm", gpu_name(a.device), dtype=dtype, b_major=major, M=a.shape[0], N=b.shape[1],
+    return select("gemm", gpu_name(a.device), sizes={}, dtype=dtype, b_major=major, M=a.shape[0], N=b.shape[1],
                   K=a.shape[1])
 
 
@@ -105,8 +106,9 @@ def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | 
     cfg = resolve_config(a, b, config)
     _, ldb = _b_major(b)
     kernel, launch = _launcher(cfg)
-    rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), M, N, K, a.stride(0), ldb, out.stride(0), sms,
-                stream_handle(a.device))
+    with kernel_range(cfg.name):
+        rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), M, N, K, a.stride(0), ldb, out.stride(0), sms,
+                    stream_handle(a.device))
     check_rc(rc, kernel, "gemm launch")
 
 
@@ -141,13 +143,19 @@ def _backward(ctx, grad):
 _gemm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, *, config: str | GemmConfig | None = None) -> torch.Tensor:
+def gemm(a: torch.Tensor, b: torch.Tensor, *, config: str | GemmConfig | None = None,
+         autotune: bool | None = None) -> torch.Tensor:
     """C = a @ b for bf16/fp16 2-D tensors on an sm_90 GPU (fp32 accumulation).
 
     `b` is [K, N] with N contiguous, or `w.t()` of a row-major [N, K] weight.
-    `config` (a GemmConfig or its name) overrides the heuristic choice.
+    `config` (a GemmConfig or its name) overrides the tuned/heuristic choice;
+    `autotune=True` tunes an untuned shape class on first use (eager calls;
+    CUDADENT42_AUTOTUNE=1 does it everywhere; see tune/autotune.py).
     """
     check_gemm_inputs(a, b)
+    if autotune and not config and a.is_cuda:
+        with _autotune.requested(True):
+            config = resolve_config(a, b, None)
     name = config.name if isinstance(config, GemmConfig) else (config or "")
     needs_graph = torch.compiler.is_compiling() or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
     if needs_graph:

@@ -84,10 +84,11 @@ def _within_tolerance(out, ref, lowp) -> tuple[bool, float]:
 
 def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | None = None,
           out_dir: str | None = None, limit: int | None = None, prune_by_profile: int = 0,
-          log=print) -> list[dict]:
+          deadline: float | None = None, log=print) -> list[dict]:
     """Returns one row per point, best first (timed rows), then the rest.
     With `prune_by_profile` = K, the K fastest are profiled with ncu and used
-    as a tie-break within 3% of the best (profile.prune_by_profile)."""
+    as a tie-break within 3% of the best (profile.prune_by_profile). Points
+    not yet timed when time.time() passes `deadline` are skipped (autotune)."""
     from ..bench.timing import bench_ms, tflops
     from ..runtime import hopper_available
 
@@ -119,6 +120,9 @@ def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | 
         fl = flops(family, problem)
         for cfg, row in zip(cands, rows):
             if row["status"] != "built":
+                continue
+            if deadline is not None and time.time() > deadline and not row["is_default"]:
+                row["status"] = "skipped (time budget)"
                 continue
             try:
                 run(cfg)  # correctness once, before it may win
