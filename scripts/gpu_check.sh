@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (see README "GPU machine"): install from carried wheels,
 # build the default configs on all cores, run every test (GPU ones included),
-# run the benchmark, and leave logs + results JSON under $OUT.
+# run the benchmark (SKIP_BENCH=1: not), and leave logs + results JSON under $OUT.
 #   device run: carry [".whl"], command: bash scripts/gpu_check.sh [pytest args]
 set -uo pipefail
 OUT=${OUT:-$PWD/.out}
@@ -52,8 +52,10 @@ step "tests"
 timeout ${TEST_TIMEOUT:-400} python3 -m pytest -q -rs -p no:cacheprovider "${@:-tests}" 2>&1 | tee "$OUT/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
-step "benchmark"
-timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" --png "$OUT/attn_fwd.png" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+if [ -z "${SKIP_BENCH:-}" ]; then
+  step "benchmark"
+  timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" --png "$OUT/attn_fwd.png" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+fi
 
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
