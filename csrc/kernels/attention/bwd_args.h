@@ -1,0 +1,50 @@
+// The C ABI argument block of the attention backward (mirrored by ctypes in
+// python/cudadent42/ops/attention_bwd.py; keep the two in the same order).
+//
+// Tensors as in the forward: q/o/do/dq (batch, seqlen_q, heads, dim), k/v/dk/dv
+// (batch, seqlen_k, heads_kv, dim), strides in elements, last dim contiguous.
+// lse_log2 and dsum are float32 (batch, heads, seqlen_q_pad) contiguous with
+// seqlen_q_pad = seqlen_q rounded up to 64, written by the preprocess kernel
+// (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing); dq_accum
+// is float32 (batch, heads, seqlen_q, dim) contiguous and zeroed by the
+// caller (CTAs of different key blocks add into it).
+#pragma once
+
+#include <cstdint>
+
+extern "C" {
+struct cd42_attn_bwd_args {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dout;
+  const float* lse_log2;  // forward LSE * log2(e), padded
+  const float* dsum;      // rowsum(dO * O), padded
+  float* dq_accum;
+  void* dk;
+  void* dv;
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t do_batch_stride, do_row_stride, do_head_stride;
+  int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+  int32_t batch, heads_q, heads_kv;
+  int32_t seqlen_q, seqlen_k, seqlen_q_pad;
+  int32_t window_left, window_right;  // as the forward: 2^30 = unbounded
+  float softmax_scale;
+};
+
+// Preprocess: dsum[b, h, r] = sum_d dO[b, r, h, d] * O[b, r, h, d] in float32
+// and lse_log2[b, h, r] = lse[b, h, r] * log2(e), both padded as above.
+struct cd42_attn_bwd_pre_args {
+  const void* o;
+  const void* dout;
+  const float* lse;  // forward LSE (batch, heads, seqlen_q)
+  float* dsum;
+  float* lse_log2;
+  int64_t o_batch_stride, o_row_stride, o_head_stride;
+  int64_t do_batch_stride, do_row_stride, do_head_stride;
+  int32_t batch, heads, seqlen_q, seqlen_q_pad, head_dim;
+};
+}

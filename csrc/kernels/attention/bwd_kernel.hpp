@@ -1,0 +1,351 @@
+// Warp-specialized attention backward (sm_90a), v1: see bwd_traits.hpp.
+//
+// Warpgroup 0 is the producer (one thread: K/V once, then Q and dO of each
+// query block through a 2-stage TMA pipeline), warpgroups 1-2 the consumers.
+// Non-persistent: grid = (key blocks, KV heads, batch).
+#pragma once
+
+#include <cmath>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "kernels/attention/bwd_traits.hpp"
+
+namespace cd42::attn {
+
+constexpr int kBwdBarrierdS = 0;  // named barrier over both consumer warpgroups
+
+// Query blocks [m_min, m_max) whose rows can see a key of block n_block.
+template <class T>
+struct BwdBlockRange {
+  int m_min, m_max;
+  CUTE_DEVICE BwdBlockRange(cd42_attn_bwd_args const& a, int n_block) {
+    int const off = a.seqlen_k - a.seqlen_q;
+    int const n0 = n_block * T::kBlockN;
+    int const n1 = min(n0 + T::kBlockN, a.seqlen_k) - 1;
+    int r_lo = 0, r_hi = a.seqlen_q - 1;
+    if constexpr (T::kHasWindow) {
+      r_lo = max(r_lo, n0 - off - a.window_right);  // rows below see none of these keys
+      r_hi = min(r_hi, n1 - off + a.window_left);   // rows above see none either
+    }
+    m_min = r_lo / T::kBlockM;
+    m_max = r_hi >= r_lo ? r_hi / T::kBlockM + 1 : m_min;
+  }
+};
+
+template <class Tensor4>
+CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch) {
+  using namespace cute;
+  return m4(_, _, head, batch);  // (rows, dim)
+}
+
+template <class T>
+CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedStorage& ss,
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q) {
+  using namespace cute;
+  auto const& a = p.args;
+  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const group = a.heads_q / a.heads_kv;
+  Tensor mQ = p.tma_q.get_tma_tensor(make_shape(a.seqlen_q, Int<T::kHeadDim>{}, a.heads_q, a.batch));
+  Tensor mdO = p.tma_do.get_tma_tensor(make_shape(a.seqlen_q, Int<T::kHeadDim>{}, a.heads_q, a.batch));
+  Tensor mK = p.tma_k.get_tma_tensor(make_shape(a.seqlen_k, Int<T::kHeadDim>{}, a.heads_kv, a.batch));
+  Tensor mV = p.tma_v.get_tma_tensor(make_shape(a.seqlen_k, Int<T::kHeadDim>{}, a.heads_kv, a.batch));
+  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
+
+  auto kv_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
+  auto q_state = cutlass::make_producer_start_state<typename T::PipelineQ>();
+  {
+    Tensor gK = local_tile(head_view(mK, head_kv, batch), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+                           make_coord(n_block, _0{}));
+    Tensor gV = local_tile(head_view(mV, head_kv, batch), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+                           make_coord(n_block, _0{}));
+    auto k_part = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto v_part = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+    pipe_kv.producer_acquire(kv_state);
+    auto* bar = pipe_kv.producer_get_barrier(kv_state);
+    copy(p.tma_k.with(*bar), get<0>(k_part), get<1>(k_part));
+    copy(p.tma_v.with(*bar), get<0>(v_part), get<1>(v_part));
+    ++kv_state;
+  }
+  BwdBlockRange<T> range(a, n_block);
+  CUTE_NO_UNROLL
+  for (int g = 0; g < group; ++g) {
+    int const head = head_kv * group + g;
+    Tensor gQ = local_tile(head_view(mQ, head, batch), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+                           make_coord(_, _0{}));  // (M, D, m)
+    Tensor gdO = local_tile(head_view(mdO, head, batch), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+                            make_coord(_, _0{}));
+    auto q_part = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto do_part = tma_partition(p.tma_do, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+    float const* lse_rows = a.lse_log2 + (int64_t(batch) * a.heads_q + head) * a.seqlen_q_pad;
+    float const* dsum_rows = a.dsum + (int64_t(batch) * a.heads_q + head) * a.seqlen_q_pad;
+    CUTE_NO_UNROLL
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      pipe_q.producer_acquire(q_state);
+      auto* bar = pipe_q.producer_get_barrier(q_state);
+      copy(p.tma_q.with(*bar), get<0>(q_part)(_, m), get<1>(q_part)(_, q_state.index()));
+      copy(p.tma_do.with(*bar), get<0>(do_part)(_, m), get<1>(do_part)(_, q_state.index()));
+      // The rows' LSE and dsum (padded buffers: 256-byte aligned, never out of bounds).
+      SM90_BULK_COPY_G2S::copy(lse_rows + m * T::kBlockM, bar, ss.lse_log2[q_state.index()], T::kRowStatBytes);
+      SM90_BULK_COPY_G2S::copy(dsum_rows + m * T::kBlockM, bar, ss.dsum[q_state.index()], T::kRowStatBytes);
+      ++q_state;
+    }
+  }
+  pipe_kv.producer_tail(kv_state);
+  pipe_q.producer_tail(q_state);
+}
+
+template <class T>
+CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedStorage& ss,
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q) {
+  using namespace cute;
+  using Element = typename T::Element;
+  auto const& a = p.args;
+  int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
+  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const group = a.heads_q / a.heads_kv;
+  int const off = a.seqlen_k - a.seqlen_q;
+  int const n0 = n_block * T::kBlockN;
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
+  Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
+  Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
+  Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdSt{});
+  Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
+
+  typename T::TiledMmaSdP mma_sdp;
+  typename T::TiledMmadKV mma_dkv;
+  typename T::TiledMmadQ mma_dq;
+  auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+  auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+  auto thr_dq = mma_dq.get_thread_slice(tidx);
+
+  Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));     // (MMA, 1, D/16)
+  Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));     // (MMA, 1, D/16, stages)
+  Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
+  Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
+  Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));  // (MMA, 1, M/16, stages)
+  Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
+  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));     // (MMA, 1, N/16)
+  Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
+
+  Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
+  // P^T and dS^T as A operands: 16-bit A fragments reuse the accumulator's register order.
+  Tensor tdVrP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+  Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+  static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
+  Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T values go in smem
+  Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+
+  auto kv_state = typename T::PipelineKV::PipelineState{};
+  auto q_state = typename T::PipelineQ::PipelineState{};
+  clear(tdKrdK);
+  clear(tdVrdV);
+  pipe_kv.consumer_wait(kv_state);
+
+  BwdBlockRange<T> range(a, n_block);
+  for (int g = 0; g < group; ++g) {
+    int const head = head_kv * group + g;
+    int64_t const bh = int64_t(batch) * a.heads_q + head;
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      int const m0 = m * T::kBlockM;
+      pipe_q.consumer_wait(q_state);
+      int const stage = q_state.index();
+      // S^T = K Q^T, then P^T; only then dP^T = V dO^T, so S^T and dP^T are
+      // never live together next to the dK/dV accumulators (at D=128 that
+      // would spill). The other warpgroup's GEMMs fill the gap.
+      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
+      warpgroup_fence_operand(tSrS);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tSrK); ++kb) {
+        cute::gemm(mma_sdp, tSrK(_, _, kb), tSrQ(_, _, kb, stage), tSrS);
+        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =
+      // +inf (padding), so their P is 0 without a test.
+      float const* s_lse = ss.lse_log2[stage];
+      float const* s_dsum = ss.dsum[stage];
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        int const key = n0 + get<0>(tScS(i));
+        int const r = get<1>(tScS(i));
+        bool ok = key < a.seqlen_k;
+        if constexpr (T::kHasWindow) {
+          int const row = m0 + r;
+          ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
+        }
+        tSrS(i) = ok ? exp2f(tSrS(i) * p.scale_log2 - s_lse[r]) : 0.f;
+        tdVrP(i) = static_cast<Element>(tSrS(i));
+      }
+      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
+      warpgroup_fence_operand(tdPrdP);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdPrV); ++kb) {
+        cute::gemm(mma_sdp, tdPrV(_, _, kb), tdPrdO(_, _, kb, stage), tdPrdP);
+        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdPrdP);
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdPrdP); ++i) {
+        float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
+        tdKrdS(i) = static_cast<Element>(pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]));
+      }
+
+      // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
+      // the keys). The previous step's dQ wgmma of both warpgroups has
+      // retired before either gets here (each waits for it below).
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdKrdS); ++i) tdSsdS(i) = tdKrdS(i);
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+
+      // dV += P^T dO, dK += dS^T Q, dQ = dS K.
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      warpgroup_fence_operand(tdQrdQ);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdVrP); ++kb) {
+        cute::gemm(mma_dkv, tdVrP(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
+      }
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdKrdS); ++kb) {
+        cute::gemm(mma_dkv, tdKrdS(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
+      }
+      mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
+        cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
+        mma_dq.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      warpgroup_fence_operand(tdQrdQ);
+      pipe_q.consumer_release(q_state);
+      ++q_state;
+
+      // dQ (unscaled) into the float32 accumulator; rows past seqlen_q skipped.
+      Tensor gdQ = make_tensor(make_gmem_ptr(a.dq_accum + (bh * a.seqlen_q + m0) * T::kHeadDim),
+                               Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}, Stride<Int<T::kHeadDim>, _1>{});
+      Tensor tdQgdQ = thr_dq.partition_C(gdQ);
+      Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdQrdQ); ++i) {
+        if (m0 + get<0>(tdQcdQ(i)) < a.seqlen_q) atomicAdd(&tdQgdQ(i), tdQrdQ(i));
+      }
+    }
+  }
+
+  // dK (scaled: S = scale * Q K^T) and dV, keys past seqlen_k skipped. The
+  // addressing is rebuilt from blockIdx here rather than kept live across
+  // the main loop (at D=128 that costs registers the loop needs).
+  int tid_e;  // re-read (volatile: not CSE'd with the loop's copy, which would stay live)
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid_e));
+  auto thr_dkv_e = mma_dkv.get_thread_slice(tid_e - kWarpGroupThreads);
+  Tensor tdKVcdKV = thr_dkv_e.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
+  int const b_e = blockIdx.z, h_e = blockIdx.y;
+  Element* dk = static_cast<Element*>(a.dk) + int64_t(b_e) * a.dk_batch_stride + int64_t(h_e) * a.dk_head_stride;
+  Element* dv = static_cast<Element*>(a.dv) + int64_t(b_e) * a.dv_batch_stride + int64_t(h_e) * a.dv_head_stride;
+  CUTE_UNROLL
+  for (int i = 0; i < size(tdKrdK); ++i) {
+    int const key = int(blockIdx.x) * T::kBlockN + get<0>(tdKVcdKV(i));
+    int const col = get<1>(tdKVcdKV(i));
+    if (key < a.seqlen_k) {
+      dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
+      dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
+  int const warp_group = threadIdx.x / kWarpGroupThreads;
+  int const warp_idx = cutlass::canonical_warp_idx_sync();
+  int const lane_leader = cute::elect_one_sync();
+  bool const producer = warp_group == 0;
+  if (warp_idx == 0 && lane_leader) {
+    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_do.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+  }
+  auto const cluster = cute::Shape<cute::_1, cute::_1, cute::_1>{};
+  auto params = [&](uint32_t bytes) {
+    typename T::PipelineQ::Params pp;
+    pp.transaction_bytes = bytes;
+    pp.role = producer ? T::PipelineQ::ThreadCategory::Producer : T::PipelineQ::ThreadCategory::Consumer;
+    pp.is_leader = threadIdx.x == 0;
+    pp.num_consumers = T::kConsumerThreads;
+    return pp;
+  };
+  typename T::PipelineKV::Params pkv;
+  pkv.transaction_bytes = T::kKVBytes;
+  pkv.role = producer ? T::PipelineKV::ThreadCategory::Producer : T::PipelineKV::ThreadCategory::Consumer;
+  pkv.is_leader = threadIdx.x == 0;
+  pkv.num_consumers = T::kConsumerThreads;
+  typename T::PipelineKV pipe_kv(ss.pipe_kv, pkv, cluster);
+  typename T::PipelineQ pipe_q(ss.pipe_q, params(T::kQdOBytes), cluster);
+  __syncthreads();
+
+  if (producer) {
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q);
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<240>();
+    bwd_consumer<T>(p, ss, pipe_kv, pipe_q);
+  }
+}
+
+// dsum = rowsum(dO * O) and lse_log2 = LSE * log2(e), float32, one warp per
+// padded row; pad rows get dsum = 0, lse_log2 = +inf.
+template <class Element, int HeadDim>
+__global__ void attn_bwd_preprocess_kernel(cd42_attn_bwd_pre_args const a) {
+  int64_t const warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  int const lane = threadIdx.x % 32;
+  if (warp >= int64_t(a.batch) * a.heads * a.seqlen_q_pad) return;
+  int const r = int(warp % a.seqlen_q_pad);
+  int const h = int(warp / a.seqlen_q_pad % a.heads);
+  int const b = int(warp / (int64_t(a.seqlen_q_pad) * a.heads));
+  float s = 0.f;
+  if (r < a.seqlen_q) {
+    auto const* o = static_cast<Element const*>(a.o) + b * a.o_batch_stride + int64_t(r) * a.o_row_stride +
+                    int64_t(h) * a.o_head_stride;
+    auto const* d = static_cast<Element const*>(a.dout) + b * a.do_batch_stride + int64_t(r) * a.do_row_stride +
+                    int64_t(h) * a.do_head_stride;
+    for (int i = lane; i < HeadDim; i += 32) s += float(o[i]) * float(d[i]);
+  }
+  CUTE_UNROLL
+  for (int k = 16; k > 0; k /= 2) s += __shfl_xor_sync(0xffffffff, s, k);
+  if (lane == 0) {
+    a.dsum[warp] = s;
+    a.lse_log2[warp] = r < a.seqlen_q ? a.lse[(int64_t(b) * a.heads + h) * a.seqlen_q + r] * 1.4426950408889634f
+                                      : INFINITY;
+  }
+}
+
+}  // namespace cd42::attn

@@ -1,0 +1,71 @@
+// Host side of the attention backward: checks, TMA descriptors, launches.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "cute/abi.h"
+#include "kernels/attention/bwd_kernel.hpp"
+#include "kernels/attention/fwd_launch.hpp"  // aligned16, stride_ok
+
+namespace cd42::attn {
+
+template <class T>
+int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
+  using E = typename T::Element;
+  constexpr int eb = sizeof(E);
+  if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.heads_q % a.heads_kv != 0 || a.seqlen_q <= 0 ||
+      a.seqlen_k <= 0 || a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
+    return set_error(kBadArgument, "attn_bwd: bad sizes (batch/heads/seqlens must be positive, heads_q % heads_kv == 0)");
+  }
+  if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.dout) ||
+      !stride_ok(a.q_row_stride, eb) || !stride_ok(a.q_head_stride, eb) || !stride_ok(a.q_batch_stride, eb) ||
+      !stride_ok(a.k_row_stride, eb) || !stride_ok(a.k_head_stride, eb) || !stride_ok(a.k_batch_stride, eb) ||
+      !stride_ok(a.v_row_stride, eb) || !stride_ok(a.v_head_stride, eb) || !stride_ok(a.v_batch_stride, eb) ||
+      !stride_ok(a.do_row_stride, eb) || !stride_ok(a.do_head_stride, eb) || !stride_ok(a.do_batch_stride, eb)) {
+    return set_error(kBadArgument, "attn_bwd: TMA needs 16-byte aligned pointers and strides (last dim contiguous)");
+  }
+  typename T::Params p{
+      T::make_tma_q(static_cast<E const*>(a.q), a.seqlen_q, a.heads_q, a.batch, a.q_row_stride, a.q_head_stride,
+                    a.q_batch_stride),
+      T::make_tma_q(static_cast<E const*>(a.dout), a.seqlen_q, a.heads_q, a.batch, a.do_row_stride,
+                    a.do_head_stride, a.do_batch_stride),
+      T::make_tma_k(static_cast<E const*>(a.k), a.seqlen_k, a.heads_kv, a.batch, a.k_row_stride, a.k_head_stride,
+                    a.k_batch_stride),
+      T::make_tma_k(static_cast<E const*>(a.v), a.seqlen_k, a.heads_kv, a.batch, a.v_row_stride, a.v_head_stride,
+                    a.v_batch_stride),
+      a,
+      a.softmax_scale * 1.4426950408889634f};
+  static int smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
+  if (smem_status != kOk) smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
+  if (smem_status != kOk) return smem_status;
+  dim3 grid(unsigned((a.seqlen_k + T::kBlockN - 1) / T::kBlockN), unsigned(a.heads_kv), unsigned(a.batch));
+  attn_bwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
+  return check_launch("attn_bwd launch");
+}
+
+template <class T>
+int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) {
+  if (a.head_dim != T::kHeadDim || a.batch <= 0 || a.heads <= 0 || a.seqlen_q <= 0 ||
+      a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
+    return set_error(kBadArgument, "attn_bwd_preprocess: bad sizes");
+  }
+  int64_t const warps = int64_t(a.batch) * a.heads * a.seqlen_q_pad;
+  int const threads = 256;
+  attn_bwd_preprocess_kernel<typename T::Element, T::kHeadDim>
+      <<<unsigned((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(a);
+  return check_launch("attn_bwd_preprocess launch");
+}
+
+}  // namespace cd42::attn
+
+#define CD42_DEFINE_ATTN_BWD_EXPORTS(Traits)                                                     \
+  CD42_EXPORT int cd42_attn_bwd_launch(cd42_attn_bwd_args const* args, void* stream) {            \
+    return cd42::attn::launch_bwd<Traits>(*args, static_cast<cudaStream_t>(stream));             \
+  }                                                                                              \
+  CD42_EXPORT int cd42_attn_bwd_preprocess_launch(cd42_attn_bwd_pre_args const* args, void* stream) { \
+    return cd42::attn::launch_bwd_preprocess<Traits>(*args, static_cast<cudaStream_t>(stream));  \
+  }                                                                                              \
+  CD42_EXPORT int cd42_attn_bwd_smem_bytes() { return Traits::kSmemBytes; }                     \
+  CD42_EXPORT int cd42_attn_bwd_args_size() { return int(sizeof(cd42_attn_bwd_args)); }

@@ -1,0 +1,138 @@
+// Compile-time description of one attention-backward config (v1).
+//
+// One CTA per (key block of kBlockN = 128 keys, KV head, batch): it holds K
+// and V of its block in shared memory, walks every query block (kBlockM =
+// 64 rows) of every query head of its GQA group that can see those keys,
+// and accumulates dK and dV in registers (so the group reduction happens in
+// the kernel, in a fixed order). Per query block, consumer warpgroup w owns
+// keys [64w, 64w + 64):
+//   S^T  = K Q^T          SS wgmma 64 x M x D
+//   dP^T = V dO^T         SS wgmma 64 x M x D
+//   P^T  = exp2(S^T * scale*log2e - LSE*log2e),  dS^T = P^T (dP^T - Dsum)
+//   dV  += P^T dO         RS wgmma 64 x D x M (P^T from registers)
+//   dK  += dS^T Q         RS wgmma 64 x D x M (dS^T from registers)
+//   dQ   = dS K           SS wgmma M x D/2 x N, dS^T through shared memory,
+//                         each warpgroup one half of D; added to a float32
+//                         accumulator in global memory with atomics.
+// Transposed operands (dO^T, Q^T, K^T, dS) are views of the same shared
+// buffers through a transposing composition, as FlashAttention-3 does.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "cute/warp_roles.hpp"
+#include "kernels/attention/bwd_args.h"
+#include "kernels/attention/fwd_traits.hpp"  // MaskKind
+
+namespace cd42::attn {
+
+template <class Element_, int HeadDim_, MaskKind Mask_>
+struct BwdTraits {
+  using Element = Element_;
+  static constexpr int kHeadDim = HeadDim_;
+  static constexpr int kBlockM = 64;   // query rows per step
+  static constexpr int kBlockN = 128;  // keys per CTA (64 per consumer warpgroup)
+  static constexpr int kStages = 2;    // Q / dO pipeline depth
+  static constexpr MaskKind kMask = Mask_;
+  static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
+  static constexpr int kConsumerWGs = 2;
+  static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
+  static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
+  // dK and dV accumulators: 2 x 64 x D fp32 per warpgroup = D registers per
+  // thread; D = 256 does not fit next to S, dP and dQ (not supported in v1).
+  static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128, "backward v1: head dim 64, 96 or 128");
+
+  using SmemAtom = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+                                      cute::GMMA::Layout_K_SW64_Atom<Element>>;
+  // Q and dO: (M, D, stages), D contiguous. K and V: (N, D).
+  using SmemLayoutQ = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  using SmemStageQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
+  // Transposed views: (D, M, stages) of Q / dO, (D, N) of K.
+  using SmemLayoutQt = decltype(cute::composition(
+      SmemLayoutQ{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockM>, cute::Int<kStages>>{},
+                                       cute::Stride<cute::Int<kBlockM>, cute::_1, cute::Int<kBlockM * kHeadDim>>{})));
+  using SmemLayoutKt = decltype(cute::composition(
+      SmemLayoutK{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{},
+                                       cute::Stride<cute::Int<kBlockN>, cute::_1>{})));
+  // dS^T as written from registers: (N keys, M rows), rows contiguous; read
+  // back as dS (M, N) for the dQ wgmma through the transposed view.
+  using SmemAtomdS = cute::GMMA::Layout_K_SW128_Atom<Element>;  // M = 64 elements = 128 bytes
+  using SmemLayoutdSt = decltype(cute::tile_to_shape(SmemAtomdS{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>>{}));
+  using SmemLayoutdS = decltype(cute::composition(
+      SmemLayoutdSt{}, cute::make_layout(cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>{},
+                                         cute::Stride<cute::Int<kBlockN>, cute::_1>{})));
+
+  // Warpgroups stacked along the keys (M of the first four GEMMs).
+  using TiledMmaSdP = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float,
+                                 cute::Shape<cute::_64, cute::Int<kBlockM>, cute::Int<kHeadDim>>>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  using TiledMmadKV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float,
+                                 cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockM>>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  // dQ: both warpgroups on the same 64 rows, each one half of D.
+  using TiledMmadQ = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float,
+                                 cute::Shape<cute::_64, cute::Int<kHeadDim / 2>, cute::Int<kBlockN>>,
+                                 cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
+      cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}));
+
+  using PipelineKV = cutlass::PipelineTmaAsync<1>;
+  using PipelineQ = cutlass::PipelineTmaAsync<kStages>;  // Q and dO of one query block
+
+  struct SharedStorage {
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> dO;
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> K;
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> V;
+    alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutdSt>> dS;
+    alignas(16) float lse_log2[kStages][kBlockM];  // bulk-copied with Q / dO
+    alignas(16) float dsum[kStages][kBlockM];
+    typename PipelineKV::SharedStorage pipe_kv;
+    typename PipelineQ::SharedStorage pipe_q;
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static_assert(kSmemBytes <= 227 * 1024, "backward config exceeds 227 KB of shared memory");
+
+  static constexpr uint32_t kRowStatBytes = uint32_t(kBlockM * sizeof(float));
+  static constexpr uint32_t kQdOBytes = uint32_t(2 * kBlockM * kHeadDim * sizeof(Element)) + 2 * kRowStatBytes;
+  static constexpr uint32_t kKVBytes = uint32_t(2 * kBlockN * kHeadDim * sizeof(Element));
+
+  template <class Ptr>
+  static auto seq_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
+    using namespace cute;
+    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}, heads, batch),
+                       make_stride(row_s, _1{}, head_s, batch_s));
+  }
+  static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageQ{},
+                         Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
+  }
+  static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutK{},
+                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, Int<1>{});
+  }
+  using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));
+  using TmaK = decltype(make_tma_k(nullptr, 1, 1, 1, 1, 1, 1));
+
+  struct Params {
+    TmaQ tma_q;
+    TmaQ tma_do;
+    TmaK tma_k;
+    TmaK tma_v;
+    cd42_attn_bwd_args args;
+    float scale_log2;  // softmax_scale * log2(e)
+  };
+};
+
+}  // namespace cd42::attn
