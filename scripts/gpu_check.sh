@@ -41,8 +41,9 @@ from cudadent42.configs.defaults import default_configs
 from cudadent42.jit import build
 from test_gemm_gpu import EXPLICIT_CONFIGS
 from test_attention_fwd_gpu import PREBUILD
+from test_attention_bwd_gpu import PREBUILD as BWD_PREBUILD
 t = time.time()
-res = build(default_configs("gemm") + EXPLICIT_CONFIGS + PREBUILD, progress=False)
+res = build(default_configs("gemm") + EXPLICIT_CONFIGS + PREBUILD + BWD_PREBUILD, progress=False)
 for r in res:
     print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
 print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")

@@ -62,3 +62,36 @@ def test_attn_fwd_sass_has_hopper_instructions(attn_fwd_kernel):
     assert stats["HGMMA"] > 0 and stats["UTMALDG"] > 0 and stats["UTMASTG"] > 0, stats
     assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic in the attention kernel"
     assert stats["USETMAXREG"] > 0
+
+
+@pytest.fixture(scope="module")
+def attn_bwd_kernel(tmp_path_factory):
+    from cudadent42.configs.attention_bwd import AttnBwdConfig
+
+    return _build(tmp_path_factory, AttnBwdConfig(head_dim=128, mask="causal"))
+
+
+def test_attn_bwd_ptxas_clean_and_hopper_sass(attn_bwd_kernel):
+    meta = attn_bwd_kernel.meta
+    assert meta["spill_stores"] == 0 and meta["spill_loads"] == 0, meta
+    assert not meta["c7510"] and not meta["serialized"], meta["warnings"]
+    stats = sass_stats(dump_sass(attn_bwd_kernel.dir / "kernel.so"))
+    assert stats["HGMMA"] > 0 and stats["UTMALDG"] > 0, stats
+    assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic in the attention backward"
+    assert stats["USETMAXREG"] > 0
+
+
+def test_attn_bwd_abi_and_host_checks(attn_bwd_kernel):
+    import ctypes
+
+    from cudadent42.ops.attention_bwd import _BwdArgs, _PreArgs
+
+    assert attn_bwd_kernel.fn("cd42_attn_bwd_args_size", ctypes.c_int, [])() == ctypes.sizeof(_BwdArgs)
+    launch = attn_bwd_kernel.fn("cd42_attn_bwd_launch", ctypes.c_int, [ctypes.POINTER(_BwdArgs), ctypes.c_void_p])
+    pre = attn_bwd_kernel.fn("cd42_attn_bwd_preprocess_launch", ctypes.c_int,
+                             [ctypes.POINTER(_PreArgs), ctypes.c_void_p])
+    last_error = attn_bwd_kernel.fn("cd42_last_error", ctypes.c_char_p, [])
+    assert launch(ctypes.byref(_BwdArgs()), None) == 10001 and b"bad sizes" in last_error()
+    p = _PreArgs()
+    p.batch, p.heads, p.seqlen_q, p.seqlen_q_pad, p.head_dim = 1, 1, 100, 100, 128  # pad not a multiple of 64
+    assert pre(ctypes.byref(p), None) == 10001 and b"bad sizes" in last_error()

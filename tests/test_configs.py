@@ -62,3 +62,17 @@ def test_heuristics_pick_valid_configs_for_every_supported_case():
                         assert (cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) == (d, mask, softcap, varlen)
         for shape in ((1, 8, 8), (8192, 8192, 8192), (16384, 1024, 4096)):
             gemm_config(dtype, "k", *shape).validate()
+
+
+def test_attn_bwd_config_names_and_limits():
+    from cudadent42.configs.attention_bwd import AttnBwdConfig
+
+    c = AttnBwdConfig(dtype="fp16", head_dim=96, mask="local")
+    assert c.name == "attn_bwd_fp16_hd96_m64_n128_local"
+    assert AttnBwdConfig.from_name(c.name) == c
+    assert AttnBwdConfig.from_name("attn_bwd_bf16_hd64_m64_n128").mask == "none"
+    assert c.smem_bytes() <= 227 * 1024
+    with pytest.raises(ConfigError, match="head_dim=256"):
+        AttnBwdConfig(head_dim=256).validate()
+    with pytest.raises(ConfigError, match="not an attention-backward config"):
+        AttnBwdConfig.from_name("attn_bwd_bf16_hd64")

@@ -1,0 +1,73 @@
+"""Attention backward config (csrc/kernels/attention/bwd_*): v1 has one tile
+shape (64 query rows x 128 keys per CTA, 2 consumer warpgroups)."""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from .base import DTYPES, SMEM_LIMIT_BYTES, check, generated_header, round_up
+
+BWD_HEAD_DIMS = (64, 96, 128)  # dK + dV accumulators (D regs/thread) must fit next to S, dP, dQ
+BWD_MASKS = ("none", "causal", "local")
+BLOCK_M, BLOCK_N, STAGES = 64, 128, 2
+_MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
+_NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m64_n128(?:_(?P<mask>causal|local))?$")
+
+
+@dataclass(frozen=True)
+class AttnBwdConfig:
+    dtype: str = "bf16"
+    head_dim: int = 128
+    mask: str = "none"
+
+    family = "attn-bwd"
+
+    @property
+    def name(self) -> str:
+        n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{BLOCK_M}_n{BLOCK_N}"
+        return n if self.mask == "none" else f"{n}_{self.mask}"
+
+    @classmethod
+    @functools.lru_cache(maxsize=64)
+    def from_name(cls, name: str) -> "AttnBwdConfig":
+        from .base import ConfigError
+
+        m = _NAME_RE.match(name)
+        if not m:
+            raise ConfigError(f"not an attention-backward config name: {name!r} (expected e.g. {cls().name})")
+        d = m.groupdict()
+        return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none").validate()
+
+    def key(self) -> str:
+        return repr(self)
+
+    def smem_bytes(self) -> int:
+        q = round_up(BLOCK_M * self.head_dim * STAGES * 2, 1024)
+        kv = round_up(BLOCK_N * self.head_dim * 2, 1024)
+        ds = round_up(BLOCK_N * BLOCK_M * 2, 1024)
+        return round_up(2 * q + 2 * kv + ds + 2 * STAGES * BLOCK_M * 4 + 64, 1024)
+
+    def validate(self) -> "AttnBwdConfig":
+        problems = []
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype {self.dtype!r} not in {sorted(DTYPES)}")
+        if self.head_dim not in BWD_HEAD_DIMS:
+            problems.append(f"head_dim={self.head_dim} not in {BWD_HEAD_DIMS} (backward v1)")
+        if self.mask not in BWD_MASKS:
+            problems.append(f"mask {self.mask!r} not in {BWD_MASKS}")
+        if not problems and self.smem_bytes() > SMEM_LIMIT_BYTES:
+            problems.append(f"needs {self.smem_bytes()} bytes of shared memory > {SMEM_LIMIT_BYTES}")
+        check("attention-backward", self.name, problems)
+        return self
+
+    def render(self) -> str:
+        self.validate()
+        return generated_header(self) + f"""#include "kernels/attention/bwd_launch.hpp"
+
+using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]}>;
+static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
+
+CD42_DEFINE_COMMON_EXPORTS("{self.name}")
+CD42_DEFINE_ATTN_BWD_EXPORTS(Traits)
+"""

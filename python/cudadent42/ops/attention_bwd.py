@@ -1,0 +1,128 @@
+"""Attention backward (v1 kernel: csrc/kernels/attention/bwd_*).
+
+`attn_bwd` computes dq, dk, dv from the forward's inputs, output and LSE.
+It is not wired into autograd yet: the forward ops keep raising on backward
+until the GPU tests of this function pass on an H100 (tests/
+test_attention_bwd_gpu.py), so no caller can get an unverified gradient.
+Scope of v1: dense (non-varlen) inputs, head dims 64/96/128, masks none /
+causal / sliding window, no softcap; GQA/MQA reduce dK/dV inside the kernel.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import torch
+
+from ..configs.attention_bwd import BWD_HEAD_DIMS, AttnBwdConfig
+from ..runtime import check_rc, kernel_range, require_hopper, stream_handle
+from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
+
+
+class _BwdArgs(ctypes.Structure):
+    """Mirror of cd42_attn_bwd_args (csrc/kernels/attention/bwd_args.h)."""
+    _fields_ = (
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dk", "dv")]
+        + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dk", "dv")
+           for s in ("batch", "row", "head")]
+        + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
+                                         "window_left", "window_right")]
+        + [("softmax_scale", ctypes.c_float)]
+    )
+
+
+class _PreArgs(ctypes.Structure):
+    """Mirror of cd42_attn_bwd_pre_args."""
+    _fields_ = (
+        [(n, ctypes.c_void_p) for n in ("o", "dout", "lse", "dsum", "lse_log2")]
+        + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("o", "do") for s in ("batch", "row", "head")]
+        + [(n, ctypes.c_int32) for n in ("batch", "heads", "seqlen_q", "seqlen_q_pad", "head_dim")]
+    )
+
+
+_launchers: dict = {}
+
+
+def _launcher(cfg: AttnBwdConfig):
+    hit = _launchers.get(cfg)
+    if hit is None:
+        from ..jit import load
+
+        kernel = load(cfg)
+        size = kernel.fn("cd42_attn_bwd_args_size", ctypes.c_int, [])()
+        if size != ctypes.sizeof(_BwdArgs):
+            raise RuntimeError(f"{cfg.name}: argument block is {size} bytes in C but {ctypes.sizeof(_BwdArgs)} "
+                               "in Python (bwd_args.h and ops/attention_bwd.py disagree)")
+        hit = (kernel,
+               kernel.fn("cd42_attn_bwd_preprocess_launch", ctypes.c_int, [ctypes.POINTER(_PreArgs), ctypes.c_void_p]),
+               kernel.fn("cd42_attn_bwd_launch", ctypes.c_int, [ctypes.POINTER(_BwdArgs), ctypes.c_void_p]))
+        _launchers[cfg] = hit
+    return hit
+
+
+def _strides(args, prefix: str, t: torch.Tensor) -> None:
+    setattr(args, f"{prefix}_batch_stride", t.stride(0))
+    setattr(args, f"{prefix}_row_stride", t.stride(1))
+    setattr(args, f"{prefix}_head_stride", t.stride(2))
+
+
+def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1)):
+    """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size) w.r.t. q, k, v.
+
+    dout/out/q (B, Sq, H, D), k/v (B, Sk, Hkv, D), lse (B, H, Sq) float32 as
+    returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
+    the input dtype, contiguous, shaped like q, k, v.
+    """
+    check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
+    _check_tensor("out", out, 4, q)
+    _check_tensor("dout", dout, 4, q)
+    if out.shape != q.shape or dout.shape != q.shape:
+        raise ValueError(f"attention backward: out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q "
+                         f"{tuple(q.shape)}")
+    B, Sq, H, D = q.shape
+    Sk, Hkv = k.shape[1], k.shape[2]
+    if not isinstance(lse, torch.Tensor) or lse.dtype != torch.float32 or tuple(lse.shape) != (B, H, Sq) \
+            or lse.device != q.device:
+        raise ValueError(f"attention backward: lse must be float32 of shape {(B, H, Sq)} on {q.device}")
+    lse = lse.contiguous()
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(D)
+    mask, left, right = _mask_kind(causal, tuple(window_size))
+    dq = torch.zeros_like(q, memory_format=torch.contiguous_format)
+    dk = torch.zeros_like(k, memory_format=torch.contiguous_format)
+    dv = torch.zeros_like(v, memory_format=torch.contiguous_format)
+    if B == 0 or Sq == 0 or Sk == 0 or H == 0:
+        return dq, dk, dv  # no scores: every gradient is zero
+    require_hopper(q, "attention backward")
+    for name, t in (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out)):
+        if t.data_ptr() % 16:
+            raise ValueError(f"attention backward: {name} needs a 16-byte aligned data pointer")
+    cfg = AttnBwdConfig(dtype=_DTYPES[q.dtype], head_dim=D, mask=mask)
+    kernel, pre_launch, launch = _launcher(cfg)
+    pad = (Sq + 63) // 64 * 64
+    dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
+    lse_log2 = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
+    dq_accum = torch.zeros(B, H, Sq, D, dtype=torch.float32, device=q.device)
+    stream = stream_handle(q.device)
+
+    pa = _PreArgs()
+    pa.o, pa.dout, pa.lse, pa.dsum, pa.lse_log2 = (out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
+                                                   dsum.data_ptr(), lse_log2.data_ptr())
+    _strides(pa, "o", out)
+    _strides(pa, "do", dout)
+    pa.batch, pa.heads, pa.seqlen_q, pa.seqlen_q_pad, pa.head_dim = B, H, Sq, pad, D
+
+    a = _BwdArgs()
+    a.q, a.k, a.v, a.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr()
+    a.lse_log2, a.dsum, a.dq_accum, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
+                                                  dk.data_ptr(), dv.data_ptr())
+    for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dk", dk), ("dv", dv)):
+        _strides(a, prefix, t)
+    a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
+    a.window_left, a.window_right = left, right
+    a.softmax_scale = scale
+    with kernel_range(cfg.name):
+        check_rc(pre_launch(ctypes.byref(pa), stream), kernel, "attention backward preprocess")
+        check_rc(launch(ctypes.byref(a), stream), kernel, "attention backward")
+    # dQ postprocess: the kernel accumulates dS K unscaled in float32, (B, H, Sq, D).
+    dq.copy_((dq_accum * scale).transpose(1, 2))
+    return dq, dk, dv
