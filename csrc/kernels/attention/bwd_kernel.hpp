@@ -259,6 +259,10 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
     }
   }
 
+  // K and V are read for the last time above: release them, or the
+  // producer's pipeline tail would wait for that forever.
+  pipe_kv.consumer_release(kv_state);
+
   // dK (scaled: S = scale * Q K^T) and dV, keys past seqlen_k skipped. The
   // addressing is rebuilt from blockIdx here rather than kept live across
   // the main loop (at D=128 that costs registers the loop needs).
