@@ -84,3 +84,44 @@ def test_bwd_fp16_and_fully_masked_rows():
     q, k, v = (rand(1, s, 2, 64, dtype=torch.float16) for s in (300, 100, 100))
     dq, dk, dv = check_bwd(q, k, v, causal=True)  # rows 0..199 see no key
     assert torch.all(dq[:, :200] == 0)
+
+
+@pytest.fixture
+def experimental_bwd(monkeypatch):
+    monkeypatch.setenv("CUDADENT42_EXPERIMENTAL_BWD", "1")
+
+
+def test_autograd_through_flash_attn_func(experimental_bwd):
+    q, k, v = (rand(2, s, h, 128).requires_grad_() for s, h in ((333, 8), (444, 2), (444, 2)))
+    out = flash_attn_func(q, k, v, causal=True)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    ref = ref_grads(q, k, v, dout, True, (-1, -1), upcast=True)
+    lowp = ref_grads(q, k, v, dout, True, (-1, -1), upcast=False)
+    for name, t, r, lp in zip(("dq", "dk", "dv"), (q, k, v), ref, lowp):
+        assert_close_to_ref(t.grad, r, lp, name)
+
+
+def test_backward_op_opcheck(experimental_bwd):
+    q, k, v = rand(2, 100, 4, 64), rand(2, 130, 2, 64), rand(2, 130, 2, 64)
+    out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+    args = (torch.randn_like(out), q, k, v, out, lse, 0.125, 1 << 30, 0, "causal")
+    torch.library.opcheck(torch.ops.cudadent42.attn_bwd.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static",
+                                      "test_aot_dispatch_dynamic"))
+    fwd_args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), None, None, 100, 130, 0.125, 1 << 30, 0,
+                0.0, "causal", "")
+    torch.library.opcheck(torch.ops.cudadent42.attn_fwd.default, fwd_args,
+                          test_utils=("test_schema", "test_autograd_registration", "test_aot_dispatch_dynamic"))
+
+
+def test_compile_fullgraph_forward_and_backward(experimental_bwd):
+    def block(x, wq):
+        q = (x @ wq).view(x.shape[0], x.shape[1], 4, 64)
+        return flash_attn_func(q, q, q, causal=True).flatten(2) + x
+
+    x, wq = rand(2, 256, 256), (rand(256, 256) * 0.05).requires_grad_()
+    eager_grad = torch.autograd.grad(block(x, wq).float().square().sum(), wq)[0]
+    compiled = torch.compile(block, fullgraph=True)
+    compiled_grad = torch.autograd.grad(compiled(x, wq).float().square().sum(), wq)[0]
+    torch.testing.assert_close(compiled_grad, eager_grad, atol=5e-2, rtol=5e-2)

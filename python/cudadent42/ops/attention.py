@@ -182,12 +182,13 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_s
     return _alloc_outputs(q, cu_seqlens_q)
 
 
-def _no_backward(ctx, grad_out, grad_lse):
-    raise NotImplementedError("cudadent42 attention backward is not implemented yet (tracked in the attention "
-                              "backward issue); use torch.nn.functional.scaled_dot_product_attention for training")
+def _register_backward():
+    from . import attention_bwd  # imports this module: register after _attn_fwd_op exists
+
+    _attn_fwd_op.register_autograd(attention_bwd.backward, setup_context=attention_bwd.setup_context)
 
 
-_attn_fwd_op.register_autograd(_no_backward, setup_context=lambda ctx, inputs, output: None)
+_register_backward()
 
 
 def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config, autotune=None):

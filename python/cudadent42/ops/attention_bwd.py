@@ -73,6 +73,13 @@ def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_s
     returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
     the input dtype, contiguous, shaped like q, k, v.
     """
+    mask, left, right = _mask_kind(causal, tuple(window_size))
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right)
+
+
+def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int):
+    """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
     check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
     _check_tensor("out", out, 4, q)
     _check_tensor("dout", dout, 4, q)
@@ -85,8 +92,6 @@ def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_s
             or lse.device != q.device:
         raise ValueError(f"attention backward: lse must be float32 of shape {(B, H, Sq)} on {q.device}")
     lse = lse.contiguous()
-    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(D)
-    mask, left, right = _mask_kind(causal, tuple(window_size))
     dq = torch.zeros_like(q, memory_format=torch.contiguous_format)
     dk = torch.zeros_like(k, memory_format=torch.contiguous_format)
     dv = torch.zeros_like(v, memory_format=torch.contiguous_format)
@@ -126,3 +131,49 @@ def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_s
     # dQ postprocess: the kernel accumulates dS K unscaled in float32, (B, H, Sq, D).
     dq.copy_((dq_accum * scale).transpose(1, 2))
     return dq, dk, dv
+
+
+# ---------------------------------------------------------------- autograd
+# The backward op is a custom op of its own (fake impl below), so
+# torch.compile traces the forward+backward graph without breaks.
+EXPERIMENTAL_ENV = "CUDADENT42_EXPERIMENTAL_BWD"
+
+
+@torch.library.custom_op("cudadent42::attn_bwd", mutates_args=())
+def _attn_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                 lse: torch.Tensor, softmax_scale: float, window_left: int, window_right: int, mask: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return bwd_impl(dout, q, k, v, out, lse, softmax_scale, mask, window_left, window_right)
+
+
+@_attn_bwd_op.register_fake
+def _(dout, q, k, v, out, lse, softmax_scale, window_left, window_right, mask):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format))
+
+
+def setup_context(ctx, inputs, output):
+    q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.varlen, ctx.softcap, ctx.scale, ctx.left, ctx.right, ctx.mask = (cu_q is not None, softcap, scale, left,
+                                                                        right, mask)
+
+
+def backward(ctx, grad_out, grad_lse):
+    import os
+
+    if os.environ.get(EXPERIMENTAL_ENV, "") in ("", "0"):
+        raise NotImplementedError(
+            "cudadent42 attention backward: the v1 kernel exists but has not been validated on a GPU yet; "
+            f"set {EXPERIMENTAL_ENV}=1 to try it, or use torch.nn.functional.scaled_dot_product_attention "
+            "for training")
+    q, k, v, out, lse = ctx.saved_tensors
+    if ctx.varlen or ctx.softcap > 0 or q.shape[-1] not in BWD_HEAD_DIMS:
+        raise NotImplementedError(
+            f"cudadent42 attention backward v1 supports dense inputs without softcap and head dims "
+            f"{BWD_HEAD_DIMS}; got varlen={ctx.varlen}, softcap={ctx.softcap}, head_dim={q.shape[-1]}")
+    dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
