@@ -1,6 +1,9 @@
 """Attention forward vs SDPA (cuDNN / FLASH_ATTENTION) on the standard grid.
 
-    python benchmarks/bench_attention.py [--json out.json] [--png out.png] [--quick]
+    python benchmarks/bench_attention.py [--json out.json] [--png out.png] [--quick] [--bwd]
+
+--bwd: the backward instead (TFLOP/s at 2.5x forward FLOPs), plus forward +
+backward time of one training-shaped call.
 """
 import argparse
 import json
@@ -19,12 +22,24 @@ def main():
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
     p.add_argument("--quick", action="store_true", help="S in {4096, 16384} only")
+    p.add_argument("--bwd", action="store_true", help="benchmark the backward")
     args = p.parse_args()
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; torch {torch.__version__}; bf16 forward, B*S=16384, H*D=2048")
     from cudadent42.bench.timing import warm_up_gpu
 
     warm_up_gpu()
+    if args.bwd:
+        from cudadent42.bench.attention_bwd import run_attention_bwd_bench, training_call_ms
+
+        print("backward (TFLOP/s = 2.5 x forward FLOPs / time)")
+        print(HEADER)
+        rows = run_attention_bwd_bench(seqlens=(4096, 16384) if args.quick else (512, 1024, 2048, 4096, 8192, 16384))
+        train = training_call_ms()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"card": card, "attn_bwd": rows, "training_call": train}, f, indent=1)
+        return
     print(HEADER)
     rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else
                                (512, 1024, 2048, 4096, 8192, 16384))

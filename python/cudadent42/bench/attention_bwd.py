@@ -1,0 +1,100 @@
+"""Attention backward benchmark: ours vs SDPA (cuDNN, FLASH_ATTENTION) on the
+standard grid (B*S = 16384, H*D = 2048, bf16), backward FLOPs = 2.5 x forward.
+
+Backward passes run eagerly (not graph-replayed) for every implementation:
+SDPA's backward is an autograd call; all kernels here are long enough that
+launch cost is noise. Ours is timed on the kernel path (preprocess, main
+kernel, dQ postprocess), SDPA on torch.autograd.grad of its own forward.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .attention import HEAD_DIMS, HIDDEN, SEQLENS, TOKENS, fwd_flops
+from .timing import bench_ms, tflops
+
+
+def bwd_flops(b, h, s, d, causal):
+    return 2.5 * fwd_flops(b, h, s, d, causal)
+
+
+def _sdpa_bwd_ms(backend, q, k, v, causal):
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    try:
+        with sdpa_kernel(backend):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        dout = torch.randn_like(out)
+        return bench_ms(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True), graph=False)
+    except RuntimeError:  # backend refuses this shape
+        return float("nan")
+
+
+def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
+    from .. import flash_attn_func
+    from ..configs.attention_bwd import BWD_HEAD_DIMS, AttnBwdConfig
+    from ..jit import build
+    from ..ops.attention_bwd import attn_bwd
+
+    build([AttnBwdConfig("bf16", d, "causal" if c else "none") for d in head_dims if d in BWD_HEAD_DIMS
+           for c in causals])
+    rows = []
+    for d in head_dims:
+        for causal in causals:
+            for s in seqlens:
+                b, h = TOKENS // s, HIDDEN // d
+                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+                t_ours = float("nan")
+                if d in BWD_HEAD_DIMS:
+                    out, lse = flash_attn_func(q, k, v, causal=causal, return_lse=True)
+                    dout = torch.randn_like(out)
+                    t_ours = bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
+                qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+                t_cudnn = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
+                t_fa2 = _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
+                fl = bwd_flops(b, h, s, d, causal)
+                row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, ours_tflops=tflops(fl, t_ours),
+                           cudnn_tflops=tflops(fl, t_cudnn), fa2_tflops=tflops(fl, t_fa2), ours_ms=t_ours,
+                           cudnn_ms=t_cudnn, fa2_ms=t_fa2)
+                row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
+                row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+                rows.append(row)
+                from .attention import format_row
+
+                log(format_row(row))
+    return rows
+
+
+def training_call_ms(log=print) -> dict:
+    """Forward + backward of one training-shaped call (B=4, S=4096, 32 query
+    heads, 8 KV heads, D=128, causal): ours through autograd vs SDPA cuDNN."""
+    from .. import flash_attn_func
+
+    os.environ.setdefault("CUDADENT42_EXPERIMENTAL_BWD", "1")  # the benchmark measures the v1 kernel
+    B, S, H, HKV, D = 4, 4096, 32, 8, 128
+    q = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(B, S, HKV, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    dout = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16)
+
+    def ours():
+        torch.autograd.grad(flash_attn_func(q, k, v, causal=True), (q, k, v), dout)
+
+    qt, kt, vt = (x.detach().transpose(1, 2).requires_grad_() for x in (q, k, v))
+    doutt = dout.transpose(1, 2)
+
+    def cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+        torch.autograd.grad(o, (qt, kt, vt), doutt)
+
+    res = {"ours_ms": bench_ms(ours, graph=False)}
+    try:
+        res["cudnn_ms"] = bench_ms(cudnn, graph=False)
+    except RuntimeError as e:
+        res["cudnn_ms"], res["cudnn_error"] = float("nan"), str(e).splitlines()[0]
+    log(f"training-shaped call (B=4, S=4096, 32q/8kv heads, D=128, causal), fwd+bwd: ours {res['ours_ms']:.3f} ms, "
+        f"SDPA cuDNN {res['cudnn_ms']:.3f} ms")
+    return res
