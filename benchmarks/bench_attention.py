@@ -30,15 +30,17 @@ def main():
 
     warm_up_gpu()
     if args.bwd:
-        from cudadent42.bench.attention_bwd import run_attention_bwd_bench, training_call_ms
+        from cudadent42.bench.attention_bwd import deterministic_cost, run_attention_bwd_bench, training_call_ms
 
         print("backward (TFLOP/s = 2.5 x forward FLOPs / time)")
         print(HEADER)
         rows = run_attention_bwd_bench(seqlens=(4096, 16384) if args.quick else (512, 1024, 2048, 4096, 8192, 16384))
         train = training_call_ms()
+        det = deterministic_cost()
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"card": card, "attn_bwd": rows, "training_call": train}, f, indent=1)
+                json.dump({"card": card, "attn_bwd": rows, "training_call": train, "deterministic": det}, f,
+                          indent=1)
         return
     print(HEADER)
     rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else

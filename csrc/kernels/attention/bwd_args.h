@@ -21,6 +21,7 @@ struct cd42_attn_bwd_args {
   const float* lse_log2;  // forward LSE * log2(e), padded
   const float* dsum;      // rowsum(dO * O), padded
   float* dq_accum;
+  int32_t* dq_semaphore;  // deterministic configs: (batch, heads_q, ceil(seqlen_q / 64)) zeroed int32, else null
   void* dk;
   void* dv;
   int64_t q_batch_stride, q_row_stride, q_head_stride;

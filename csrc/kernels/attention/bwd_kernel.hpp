@@ -35,6 +35,34 @@ struct BwdBlockRange {
   }
 };
 
+// Deterministic dQ: index of key block n among the key blocks whose CTAs add
+// into query block m (those form a contiguous run n_first(m)..), i.e. how
+// many must have added before it. n_first is the first key block whose
+// query range ends past m (BwdBlockRange's m_max is nondecreasing in n).
+template <class T>
+CUTE_DEVICE int dq_turn(cd42_attn_bwd_args const& a, int n_block, int m_block) {
+  if constexpr (!T::kHasWindow) {
+    return n_block;
+  } else {
+    int lo = 0, hi = n_block;  // n_first is in [0, n_block]: n_block itself covers m_block
+    while (lo < hi) {
+      int const mid = (lo + hi) / 2;
+      if (BwdBlockRange<T>(a, mid).m_max > m_block) hi = mid; else lo = mid + 1;
+    }
+    return n_block - lo;
+  }
+}
+
+CUTE_DEVICE int ld_acquire(int const* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+CUTE_DEVICE void st_release(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+
 template <class Tensor4>
 CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch) {
   using namespace cute;
@@ -252,9 +280,26 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
                                Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}, Stride<Int<T::kHeadDim>, _1>{});
       Tensor tdQgdQ = thr_dq.partition_C(gdQ);
       Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
+      int* sem = nullptr;
+      int turn = 0;
+      if constexpr (T::kDeterministic) {  // wait until the key blocks before this one have added
+        sem = a.dq_semaphore + bh * ((a.seqlen_q + T::kBlockM - 1) / T::kBlockM) + m;
+        turn = dq_turn<T>(a, n_block, m);
+        if (tidx == 0) {
+          // (No trap on a time-out: any trap in this loop makes ptxas spill the
+          // whole dQ accumulator; the tests run under a wall-clock limit.)
+          while (ld_acquire(sem) != turn) __nanosleep(64);
+        }
+        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+      }
       CUTE_UNROLL
       for (int i = 0; i < size(tdQrdQ); ++i) {
         if (m0 + get<0>(tdQcdQ(i)) < a.seqlen_q) atomicAdd(&tdQgdQ(i), tdQrdQ(i));
+      }
+      if constexpr (T::kDeterministic) {  // every thread's adds are visible before the next turn starts
+        __threadfence();
+        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+        if (tidx == 0) st_release(sem, turn + 1);
       }
     }
   }

@@ -19,6 +19,9 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       a.seqlen_k <= 0 || a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
     return set_error(kBadArgument, "attn_bwd: bad sizes (batch/heads/seqlens must be positive, heads_q % heads_kv == 0)");
   }
+  if (T::kDeterministic != (a.dq_semaphore != nullptr)) {
+    return set_error(kBadArgument, "attn_bwd: dq_semaphore must be given exactly for deterministic configs");
+  }
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.dout) ||
       !stride_ok(a.q_row_stride, eb) || !stride_ok(a.q_head_stride, eb) || !stride_ok(a.q_batch_stride, eb) ||
       !stride_ok(a.k_row_stride, eb) || !stride_ok(a.k_head_stride, eb) || !stride_ok(a.k_batch_stride, eb) ||

@@ -30,7 +30,7 @@
 
 namespace cd42::attn {
 
-template <class Element_, int HeadDim_, MaskKind Mask_>
+template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
@@ -39,6 +39,10 @@ struct BwdTraits {
   static constexpr int kStages = 2;    // Q / dO pipeline depth
   static constexpr MaskKind kMask = Mask_;
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
+  // Deterministic: the key blocks that add into one query block's dQ take
+  // turns in ascending order (a per-query-block counter), so the float32
+  // sums happen in the same order on every run. Cost: CTAs wait on each other.
+  static constexpr bool kDeterministic = Deterministic_;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;

@@ -98,3 +98,18 @@ def training_call_ms(log=print) -> dict:
     log(f"training-shaped call (B=4, S=4096, 32q/8kv heads, D=128, causal), fwd+bwd: ours {res['ours_ms']:.3f} ms, "
         f"SDPA cuDNN {res['cudnn_ms']:.3f} ms")
     return res
+
+
+def deterministic_cost(log=print) -> dict:
+    """Backward time with and without deterministic dQ accumulation (B=4, S=4096, 32q/8kv, D=128, causal)."""
+    from .. import flash_attn_func
+    from ..ops.attention_bwd import attn_bwd
+
+    q = torch.randn(4, 4096, 32, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(4, 4096, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+    dout = torch.randn_like(out)
+    res = {det: bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=True, deterministic=det), graph=False)
+           for det in (False, True)}
+    log(f"deterministic backward: {res[True]:.3f} ms vs {res[False]:.3f} ms ({res[True] / res[False]:.2f}x)")
+    return {"default_ms": res[False], "deterministic_ms": res[True]}

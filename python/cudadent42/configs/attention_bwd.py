@@ -12,7 +12,8 @@ BWD_HEAD_DIMS = (64, 96, 128)  # dK + dV accumulators (D regs/thread) must fit n
 BWD_MASKS = ("none", "causal", "local")
 BLOCK_M, BLOCK_N, STAGES = 64, 128, 2
 _MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
-_NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m64_n128(?:_(?P<mask>causal|local))?$")
+_NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m64_n128(?:_(?P<mask>causal|local))?"
+                      r"(?P<det>_det)?$")
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,15 @@ class AttnBwdConfig:
     dtype: str = "bf16"
     head_dim: int = 128
     mask: str = "none"
+    deterministic: bool = False  # dQ added in a fixed key-block order: bitwise reproducible gradients
 
     family = "attn-bwd"
 
     @property
     def name(self) -> str:
         n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{BLOCK_M}_n{BLOCK_N}"
-        return n if self.mask == "none" else f"{n}_{self.mask}"
+        n = n if self.mask == "none" else f"{n}_{self.mask}"
+        return n + "_det" if self.deterministic else n
 
     @classmethod
     @functools.lru_cache(maxsize=64)
@@ -37,7 +40,8 @@ class AttnBwdConfig:
         if not m:
             raise ConfigError(f"not an attention-backward config name: {name!r} (expected e.g. {cls().name})")
         d = m.groupdict()
-        return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none").validate()
+        return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none",
+                   deterministic=bool(d["det"])).validate()
 
     def key(self) -> str:
         return repr(self)
@@ -65,7 +69,8 @@ class AttnBwdConfig:
         self.validate()
         return generated_header(self) + f"""#include "kernels/attention/bwd_launch.hpp"
 
-using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]}>;
+using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]},
+                                     {str(self.deterministic).lower()}>;
 static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
 
 CD42_DEFINE_COMMON_EXPORTS("{self.name}")

@@ -149,8 +149,8 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
 @torch.library.custom_op("cudadent42::attn_fwd", mutates_args=())
 def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor | None,
                  cu_seqlens_k: torch.Tensor | None, max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
-                 window_left: int, window_right: int, softcap: float, mask: str, config: str
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 window_left: int, window_right: int, softcap: float, mask: str, config: str,
+                 deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     out, lse = _alloc_outputs(q, cu_seqlens_q)
     varlen = cu_seqlens_q is not None
     n_q = q.shape[0] if varlen else q.shape[1]
@@ -178,7 +178,7 @@ def _alloc_outputs(q, cu_seqlens_q):
 
 @_attn_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
-      window_right, softcap, mask, config):
+      window_right, softcap, mask, config, deterministic=False):
     return _alloc_outputs(q, cu_seqlens_q)
 
 
@@ -191,11 +191,13 @@ def _register_backward():
 _register_backward()
 
 
-def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config, autotune=None):
+def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config, autotune=None,
+         deterministic=False):
     """mask_spec = (mask kind, left, right) with UNBOUNDED for open sides."""
     if autotune is not None and not config:
         with _autotune.requested(autotune):  # read by select() inside the op (eager calls)
-            return _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config)
+            return _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config,
+                        deterministic=deterministic)
     varlen = cu_q is not None
     check_fwd_inputs(q, k, v, varlen)
     if softcap < 0:
@@ -210,11 +212,11 @@ def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap,
     mask, left, right = mask_spec
     name = config.name if isinstance(config, AttnFwdConfig) else (config or "")
     return _attn_fwd_op(q, k, v, cu_q, cu_k, int(max_sq), int(max_sk), float(scale), left, right,
-                        float(softcap), mask, name)
+                        float(softcap), mask, name, bool(deterministic))
 
 
 def flash_attn_func(q, k, v, causal=False, softmax_scale=None, window_size=(-1, -1), softcap=0.0,
-                    return_lse=False, *, config=None, autotune=None):
+                    return_lse=False, *, deterministic=False, config=None, autotune=None):
     """FlashAttention-compatible forward: q (B, Sq, H, D), k/v (B, Sk, Hkv, D).
 
     Returns out (B, Sq, H, D), plus the float32 LSE (B, H, Sq) of the scaled
@@ -223,7 +225,8 @@ def flash_attn_func(q, k, v, causal=False, softmax_scale=None, window_size=(-1, 
     untuned problem class on first use (see tune/autotune.py).
     """
     out, lse = _run(q, k, v, None, None, q.shape[1] if q.dim() == 4 else 0, k.shape[1] if k.dim() == 4 else 0,
-                    softmax_scale, _mask_kind(causal, tuple(window_size)), softcap, config, autotune)
+                    softmax_scale, _mask_kind(causal, tuple(window_size)), softcap, config, autotune,
+                    deterministic)
     return (out, lse) if return_lse else out
 
 

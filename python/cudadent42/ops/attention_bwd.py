@@ -22,7 +22,8 @@ from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
 class _BwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_bwd_args (csrc/kernels/attention/bwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dk", "dv")]
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore", "dk",
+                                         "dv")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dk", "dv")
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
@@ -66,19 +67,21 @@ def _strides(args, prefix: str, t: torch.Tensor) -> None:
     setattr(args, f"{prefix}_head_stride", t.stride(2))
 
 
-def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1)):
+def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False):
     """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size) w.r.t. q, k, v.
 
     dout/out/q (B, Sq, H, D), k/v (B, Sk, Hkv, D), lse (B, H, Sq) float32 as
     returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
-    the input dtype, contiguous, shaped like q, k, v.
+    the input dtype, contiguous, shaped like q, k, v. `deterministic=True`
+    makes the gradients bitwise reproducible (key blocks add into dQ in a
+    fixed order, waiting for each other).
     """
     mask, left, right = _mask_kind(causal, tuple(window_size))
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right)
+    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic)
 
 
-def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int):
+def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False):
     """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
     check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
     _check_tensor("out", out, 4, q)
@@ -101,12 +104,13 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     for name, t in (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out)):
         if t.data_ptr() % 16:
             raise ValueError(f"attention backward: {name} needs a 16-byte aligned data pointer")
-    cfg = AttnBwdConfig(dtype=_DTYPES[q.dtype], head_dim=D, mask=mask)
+    cfg = AttnBwdConfig(dtype=_DTYPES[q.dtype], head_dim=D, mask=mask, deterministic=deterministic)
     kernel, pre_launch, launch = _launcher(cfg)
     pad = (Sq + 63) // 64 * 64
     dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
     lse_log2 = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
     dq_accum = torch.zeros(B, H, Sq, D, dtype=torch.float32, device=q.device)
+    sem = torch.zeros(B, H, pad // 64, dtype=torch.int32, device=q.device) if deterministic else None
     stream = stream_handle(q.device)
 
     pa = _PreArgs()
@@ -120,6 +124,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     a.q, a.k, a.v, a.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr()
     a.lse_log2, a.dsum, a.dq_accum, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
                                                   dk.data_ptr(), dv.data_ptr())
+    a.dq_semaphore = sem.data_ptr() if sem is not None else None
     for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dk", dk), ("dv", dv)):
         _strides(a, prefix, t)
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
@@ -141,25 +146,26 @@ EXPERIMENTAL_ENV = "CUDADENT42_EXPERIMENTAL_BWD"
 
 @torch.library.custom_op("cudadent42::attn_bwd", mutates_args=())
 def _attn_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                 lse: torch.Tensor, softmax_scale: float, window_left: int, window_right: int, mask: str
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return bwd_impl(dout, q, k, v, out, lse, softmax_scale, mask, window_left, window_right)
+                 lse: torch.Tensor, softmax_scale: float, window_left: int, window_right: int, mask: str,
+                 deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return bwd_impl(dout, q, k, v, out, lse, softmax_scale, mask, window_left, window_right, deterministic)
 
 
 @_attn_bwd_op.register_fake
-def _(dout, q, k, v, out, lse, softmax_scale, window_left, window_right, mask):
+def _(dout, q, k, v, out, lse, softmax_scale, window_left, window_right, mask, deterministic=False):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
             torch.empty_like(v, memory_format=torch.contiguous_format))
 
 
 def setup_context(ctx, inputs, output):
-    q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config = inputs
+    q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config, deterministic = inputs
     out, lse = output
     ctx.mark_non_differentiable(lse)
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.varlen, ctx.softcap, ctx.scale, ctx.left, ctx.right, ctx.mask = (cu_q is not None, softcap, scale, left,
                                                                         right, mask)
+    ctx.deterministic = deterministic
 
 
 def backward(ctx, grad_out, grad_lse):
@@ -175,5 +181,6 @@ def backward(ctx, grad_out, grad_lse):
         raise NotImplementedError(
             f"cudadent42 attention backward v1 supports dense inputs without softcap and head dims "
             f"{BWD_HEAD_DIMS}; got varlen={ctx.varlen}, softcap={ctx.softcap}, head_dim={q.shape[-1]}")
-    dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
+    dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask,
+                              ctx.deterministic)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None
