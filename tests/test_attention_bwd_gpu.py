@@ -23,7 +23,7 @@ def rand(*shape, dtype=torch.bfloat16):
     return torch.randn(*shape, device="cuda", dtype=dtype)
 
 
-def ref_grads(q, k, v, dout, causal, window, upcast):
+def ref_grads(q, k, v, dout, causal, window, upcast, scale=None):
     """Gradients of plain attention; fully masked rows contribute nothing (and no NaN)."""
     dtype = q.dtype
     q, k, v, dout = (t.detach().float() if upcast else t.detach() for t in (q, k, v, dout))
@@ -31,7 +31,7 @@ def ref_grads(q, k, v, dout, causal, window, upcast):
     B, Sq, H, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     kk, vv = k.repeat_interleave(H // Hk, dim=2), v.repeat_interleave(H // Hk, dim=2)
-    s = torch.einsum("bqhd,bkhd->bhqk", q, kk).float() / math.sqrt(D)
+    s = torch.einsum("bqhd,bkhd->bhqk", q, kk).float() * (scale if scale is not None else 1 / math.sqrt(D))
     left, right = window
     if causal:
         right = 0
@@ -49,13 +49,13 @@ def ref_grads(q, k, v, dout, causal, window, upcast):
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype))
 
 
-def check_bwd(q, k, v, causal=False, window=(-1, -1)):
-    out, lse = flash_attn_func(q, k, v, causal=causal, window_size=window, return_lse=True)
-    dout = torch.randn_like(out)
-    dq, dk, dv = attn_bwd(dout, q, k, v, out, lse, causal=causal, window_size=window)
+def check_bwd(q, k, v, causal=False, window=(-1, -1), scale=None, dout=None):
+    out, lse = flash_attn_func(q, k, v, causal=causal, window_size=window, softmax_scale=scale, return_lse=True)
+    dout = torch.randn_like(out) if dout is None else dout
+    dq, dk, dv = attn_bwd(dout, q, k, v, out, lse, causal=causal, window_size=window, softmax_scale=scale)
     torch.cuda.synchronize()
-    ref = ref_grads(q, k, v, dout, causal, window, upcast=True)
-    lowp = ref_grads(q, k, v, dout, causal, window, upcast=False)
+    ref = ref_grads(q, k, v, dout, causal, window, upcast=True, scale=scale)
+    lowp = ref_grads(q, k, v, dout, causal, window, upcast=False, scale=scale)
     for name, got, r, lp in zip(("dq", "dk", "dv"), (dq, dk, dv), ref, lowp):
         assert got.shape == r.shape and got.dtype == q.dtype, name
         assert_close_to_ref(got, r, lp, name)
@@ -79,6 +79,16 @@ def test_bwd_matches_reference(seqlens, mask, head_dim):
 def test_bwd_gqa_reduces_over_the_group(heads):
     hq, hk = heads
     check_bwd(rand(2, 300, hq, 128), rand(2, 555, hk, 128), rand(2, 555, hk, 128), causal=True)
+
+
+def test_bwd_custom_scale_and_strided_inputs():
+    # The scale enters three places (exp2 argument, dK epilogue, dQ postprocess).
+    check_bwd(rand(2, 400, 4, 64), rand(2, 300, 4, 64), rand(2, 300, 4, 64), causal=True, scale=0.3)
+    qkv = rand(2, 513, 3, 6, 128)  # packed projections: q, k, v are strided views
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    dout = rand(2, 6, 513, 128).transpose(1, 2)  # (B, S, H, D) view of a (B, H, S, D) tensor
+    assert not q.is_contiguous() and not dout.is_contiguous()
+    check_bwd(q, k, v, causal=False, dout=dout)
 
 
 def test_bwd_fp16_and_fully_masked_rows():

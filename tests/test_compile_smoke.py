@@ -55,6 +55,7 @@ def test_attn_fwd_ptxas_clean(attn_fwd_kernel):
     meta = attn_fwd_kernel.meta
     assert meta["spill_stores"] == 0 and meta["spill_loads"] == 0, meta
     assert not meta["c7510"] and not meta["serialized"], meta["warnings"]
+    assert meta["arrives_injected"] == 0, "ptxas injected warpgroup.arrive (C7519): an operand is not fenced"
 
 
 def test_attn_fwd_sass_has_hopper_instructions(attn_fwd_kernel):
@@ -75,6 +76,7 @@ def test_attn_bwd_ptxas_clean_and_hopper_sass(attn_bwd_kernel):
     meta = attn_bwd_kernel.meta
     assert meta["spill_stores"] == 0 and meta["spill_loads"] == 0, meta
     assert not meta["c7510"] and not meta["serialized"], meta["warnings"]
+    assert meta["arrives_injected"] == 0, "ptxas injected warpgroup.arrive (C7519): an operand is not fenced"
     stats = sass_stats(dump_sass(attn_bwd_kernel.dir / "kernel.so"))
     assert stats["HGMMA"] > 0 and stats["UTMALDG"] > 0, stats
     assert stats["LDL"] == 0 and stats["STL"] == 0, "local memory traffic in the attention backward"
@@ -91,6 +93,7 @@ def test_attn_bwd_abi_and_host_checks(attn_bwd_kernel):
     pre = attn_bwd_kernel.fn("cd42_attn_bwd_preprocess_launch", ctypes.c_int,
                              [ctypes.POINTER(_PreArgs), ctypes.c_void_p])
     last_error = attn_bwd_kernel.fn("cd42_last_error", ctypes.c_char_p, [])
+    assert attn_bwd_kernel.fn("cd42_attn_bwd_pre_args_size", ctypes.c_int, [])() == ctypes.sizeof(_PreArgs)
     assert launch(ctypes.byref(_BwdArgs()), None) == 10001 and b"bad sizes" in last_error()
     p = _PreArgs()
     p.batch, p.heads, p.seqlen_q, p.seqlen_q_pad, p.head_dim = 1, 1, 100, 100, 128  # pad not a multiple of 64

@@ -139,6 +139,8 @@ def test_static_smem_and_stack_without_spills():
 def test_injected_arrive_is_not_a_warning():
     p = parse_ptxas(LOG_WGMMA_OK)
     assert p["warnings"] == [] and not p["serialized"] and p["registers"] == 30
+    assert p["arrives_injected"] == 1  # counted, so the kernel smoke tests can require 0
+    assert parse_ptxas("")["arrives_injected"] == 0
 
 
 def test_serialized_cuda13_info_level():

@@ -175,8 +175,15 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   Tensor tdVrP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
   Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
   static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
-  Tensor tdSsdS = thr_sdp.partition_C(sdSt);  // where this thread's dS^T values go in smem
-  Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+  // Thread-dependent addressing (dS smem slots, fragment coordinates) is
+  // rebuilt each step from a freshly read thread index instead of being
+  // hoisted out of the loop: kept live it costs the registers that fp16 and
+  // D=96 configs spill.
+  auto fresh_tidx = [] {
+    int t;
+    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+    return t - kWarpGroupThreads;
+  };
 
   auto kv_state = typename T::PipelineKV::PipelineState{};
   auto q_state = typename T::PipelineQ::PipelineState{};
@@ -210,6 +217,8 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       // +inf (padding), so their P is 0 without a test.
       float const* s_lse = ss.lse_log2[stage];
       float const* s_dsum = ss.dsum[stage];
+      Tensor tScS = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         int const key = n0 + get<0>(tScS(i));
@@ -233,10 +242,12 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       warpgroup_commit_batch();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
+      Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       CUTE_UNROLL
       for (int i = 0; i < size(tdPrdP); ++i) {
         float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
-        tdKrdS(i) = static_cast<Element>(pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]));
+        tdKrdS(i) = static_cast<Element>(pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]));
       }
 
       // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
@@ -244,11 +255,19 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       // retired before either gets here (each waits for it below).
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
       CUTE_UNROLL
-      for (int i = 0; i < size(tdKrdS); ++i) tdSsdS(i) = tdKrdS(i);
+      {  // stmatrix: 8x8 tiles of 16-bit values, rows (keys) of 8 contiguous query columns
+        auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
+        auto thr_r2s = r2s.get_thread_slice(fresh_tidx());
+        Tensor tdSr = thr_r2s.retile_S(make_tensor(tdKrdS.data(), tSrS.layout()));  // dS^T in C-fragment order
+        cute::copy(r2s, tdSr, thr_r2s.partition_D(sdSt));
+      }
       cutlass::arch::fence_view_async_shared();
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
 
-      // dV += P^T dO, dK += dS^T Q, dQ = dS K.
+      // dV += P^T dO, dK += dS^T Q, dQ = dS K. The register A operands are
+      // fenced too, or ptxas injects warpgroup.arrive between the wgmmas (C7519).
+      warpgroup_fence_operand(tdVrP);
+      warpgroup_fence_operand(tdKrdS);
       warpgroup_fence_operand(tdVrdV);
       warpgroup_fence_operand(tdKrdK);
       warpgroup_fence_operand(tdQrdQ);
@@ -278,8 +297,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       // dQ (unscaled) into the float32 accumulator; rows past seqlen_q skipped.
       Tensor gdQ = make_tensor(make_gmem_ptr(a.dq_accum + (bh * a.seqlen_q + m0) * T::kHeadDim),
                                Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}, Stride<Int<T::kHeadDim>, _1>{});
-      Tensor tdQgdQ = thr_dq.partition_C(gdQ);
-      Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
+      auto thr_dq_now = mma_dq.get_thread_slice(fresh_tidx());
+      Tensor tdQgdQ = thr_dq_now.partition_C(gdQ);
+      Tensor tdQcdQ = thr_dq_now.partition_C(make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
       int* sem = nullptr;
       int turn = 0;
       if constexpr (T::kDeterministic) {  // wait until the key blocks before this one have added
@@ -311,9 +331,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   // dK (scaled: S = scale * Q K^T) and dV, keys past seqlen_k skipped. The
   // addressing is rebuilt from blockIdx here rather than kept live across
   // the main loop (at D=128 that costs registers the loop needs).
-  int tid_e;  // re-read (volatile: not CSE'd with the loop's copy, which would stay live)
-  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid_e));
-  auto thr_dkv_e = mma_dkv.get_thread_slice(tid_e - kWarpGroupThreads);
+  auto thr_dkv_e = mma_dkv.get_thread_slice(fresh_tidx());
   Tensor tdKVcdKV = thr_dkv_e.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
   int const b_e = blockIdx.z, h_e = blockIdx.y;
   Element* dk = static_cast<Element*>(a.dk) + int64_t(b_e) * a.dk_batch_stride + int64_t(h_e) * a.dk_head_stride;

@@ -71,4 +71,5 @@ int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) 
     return cd42::attn::launch_bwd_preprocess<Traits>(*args, static_cast<cudaStream_t>(stream));  \
   }                                                                                              \
   CD42_EXPORT int cd42_attn_bwd_smem_bytes() { return Traits::kSmemBytes; }                     \
-  CD42_EXPORT int cd42_attn_bwd_args_size() { return int(sizeof(cd42_attn_bwd_args)); }
+  CD42_EXPORT int cd42_attn_bwd_args_size() { return int(sizeof(cd42_attn_bwd_args)); }             \
+  CD42_EXPORT int cd42_attn_bwd_pre_args_size() { return int(sizeof(cd42_attn_bwd_pre_args)); }

@@ -82,7 +82,9 @@ struct BwdTraits {
                                  cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockM>>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
-  // dQ: both warpgroups on the same 64 rows, each one half of D.
+  // dQ: both warpgroups on the same 64 rows, splitting D (halves at D=64/128;
+  // at D=96 the N=48 atom is an extended shape, so CuTe tiles 16-column
+  // atoms and the warpgroups take alternate 16-column chunks - still exact).
   using TiledMmadQ = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float,
                                  cute::Shape<cute::_64, cute::Int<kHeadDim / 2>, cute::Int<kBlockN>>,

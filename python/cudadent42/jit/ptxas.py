@@ -48,6 +48,7 @@ def parse_ptxas(log: str) -> dict:
     current: str | None = None
     warnings: list[str] = []
     codes: list[str] = []
+    arrives_injected = 0  # C7519: ptxas added warpgroup.arrive (an operand was not fenced)
     lines = log.splitlines()
     for i, line in enumerate(lines):
         m = _COMPILING.search(line)
@@ -70,6 +71,8 @@ def parse_ptxas(log: str) -> dict:
             sm = _SMEM.search(line)
             f["smem_bytes"] = int(sm.group(1)) if sm else 0
         d = _DIAG.match(line)
+        if d and "C7519" in line:
+            arrives_injected += 1
         if d and _is_notable(d.group(1), d.group(2)):
             warnings.append(line.strip())
             c = _CODE.search(line)
@@ -91,6 +94,7 @@ def parse_ptxas(log: str) -> dict:
         "codes": sorted(set(codes)),
         "c7510": "C7510" in codes,
         "serialized": serialized,
+        "arrives_injected": arrives_injected,
         "functions": funcs,
     }
 

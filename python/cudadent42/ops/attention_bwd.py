@@ -50,10 +50,11 @@ def _launcher(cfg: AttnBwdConfig):
         from ..jit import load
 
         kernel = load(cfg)
-        size = kernel.fn("cd42_attn_bwd_args_size", ctypes.c_int, [])()
-        if size != ctypes.sizeof(_BwdArgs):
-            raise RuntimeError(f"{cfg.name}: argument block is {size} bytes in C but {ctypes.sizeof(_BwdArgs)} "
-                               "in Python (bwd_args.h and ops/attention_bwd.py disagree)")
+        for sym, struct in (("cd42_attn_bwd_args_size", _BwdArgs), ("cd42_attn_bwd_pre_args_size", _PreArgs)):
+            size = kernel.fn(sym, ctypes.c_int, [])()
+            if size != ctypes.sizeof(struct):
+                raise RuntimeError(f"{cfg.name}: {struct.__name__} is {size} bytes in C but {ctypes.sizeof(struct)} "
+                                   "in Python (bwd_args.h and ops/attention_bwd.py disagree)")
         hit = (kernel,
                kernel.fn("cd42_attn_bwd_preprocess_launch", ctypes.c_int, [ctypes.POINTER(_PreArgs), ctypes.c_void_p]),
                kernel.fn("cd42_attn_bwd_launch", ctypes.c_int, [ctypes.POINTER(_BwdArgs), ctypes.c_void_p]))
@@ -95,11 +96,12 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
             or lse.device != q.device:
         raise ValueError(f"attention backward: lse must be float32 of shape {(B, H, Sq)} on {q.device}")
     lse = lse.contiguous()
-    dq = torch.zeros_like(q, memory_format=torch.contiguous_format)
-    dk = torch.zeros_like(k, memory_format=torch.contiguous_format)
-    dv = torch.zeros_like(v, memory_format=torch.contiguous_format)
-    if B == 0 or Sq == 0 or Sk == 0 or H == 0:
-        return dq, dk, dv  # no scores: every gradient is zero
+    if B == 0 or Sq == 0 or Sk == 0 or H == 0:  # no scores: every gradient is zero
+        return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+    # Fully written below: dq by the postprocess, dk/dv for every key by the kernel.
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     require_hopper(q, "attention backward")
     for name, t in (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out)):
         if t.data_ptr() % 16:
