@@ -126,6 +126,14 @@ def _bench(args) -> int:
 
     print("\nAttention forward targets (issue: FA3-class forward):")
     print(format_targets(check_targets(results["attn_fwd"])))
+    if args.bwd:
+        from .bench import attention_bwd as bwd_bench
+
+        print("\nAttention backward (bf16, TFLOP/s = 2.5 x forward FLOPs / time) vs SDPA cuDNN / FLASH_ATTENTION:")
+        print(attn_bench.HEADER)
+        results["attn_bwd"] = bwd_bench.run_attention_bwd_bench(seqlens=seqlens)
+        results["training_call"] = bwd_bench.training_call_ms()
+        results["deterministic"] = bwd_bench.deterministic_cost()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -222,6 +230,7 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
+    be.add_argument("--bwd", action="store_true", help="also the attention backward (experimental v1 kernel)")
     for name, desc in (("sweep", "build and time a config space on one problem"),
                        ("tune", "sweep, then record the winner in the tuned table")):
         sp = sub.add_parser(name, help=desc)
