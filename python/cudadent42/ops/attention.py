@@ -231,13 +231,14 @@ def flash_attn_func(q, k, v, causal=False, softmax_scale=None, window_size=(-1, 
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
-                           causal=False, window_size=(-1, -1), softcap=0.0, return_lse=False, *, config=None):
+                           causal=False, window_size=(-1, -1), softcap=0.0, return_lse=False, *,
+                           deterministic=False, config=None, autotune=None):
     """Packed variable-length forward: q (total_q, H, D), k/v (total_k, Hkv, D).
 
     LSE is (H, total_q). `max_seqlen_*` must be >= every sequence's length.
     """
     out, lse = _run(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-                    _mask_kind(causal, tuple(window_size)), softcap, config)
+                    _mask_kind(causal, tuple(window_size)), softcap, config, autotune, deterministic)
     return (out, lse) if return_lse else out
 
 

@@ -161,13 +161,14 @@ def _(dout, q, k, v, out, lse, softmax_scale, window_left, window_right, mask, d
 
 
 def setup_context(ctx, inputs, output):
-    q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config, deterministic = inputs
+    q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config = inputs[:13]
+    deterministic = bool(inputs[13]) if len(inputs) > 13 else False  # defaulted argument may be absent
     out, lse = output
     ctx.mark_non_differentiable(lse)
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.varlen, ctx.softcap, ctx.scale, ctx.left, ctx.right, ctx.mask = (cu_q is not None, softcap, scale, left,
                                                                         right, mask)
-    ctx.deterministic = deterministic
+    ctx.deterministic, ctx.n_inputs = deterministic, len(inputs)
 
 
 def backward(ctx, grad_out, grad_lse):
@@ -185,4 +186,4 @@ def backward(ctx, grad_out, grad_lse):
             f"{BWD_HEAD_DIMS}; got varlen={ctx.varlen}, softcap={ctx.softcap}, head_dim={q.shape[-1]}")
     dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask,
                               ctx.deterministic)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None
+    return (dq, dk, dv) + (None,) * (ctx.n_inputs - 3)
