@@ -68,9 +68,13 @@ def test_attn_bwd_config_names_and_limits():
     from cudadent42.configs.attention_bwd import AttnBwdConfig
 
     c = AttnBwdConfig(dtype="fp16", head_dim=96, mask="local")
-    assert c.name == "attn_bwd_fp16_hd96_m64_n128_local"
+    assert c.name == "attn_bwd_fp16_hd96_m64_n128_st2_local"
     assert AttnBwdConfig.from_name(c.name) == c
-    assert AttnBwdConfig.from_name("attn_bwd_bf16_hd64_m64_n128").mask == "none"
+    assert AttnBwdConfig.from_name("attn_bwd_bf16_hd64_m64_n128_st3_det") == AttnBwdConfig(
+        head_dim=64, stages=3, deterministic=True)
+    with pytest.raises(ConfigError, match="stages=5"):
+        AttnBwdConfig(stages=5).validate()
+    assert AttnBwdConfig(head_dim=128, stages=4).smem_bytes() <= 227 * 1024
     assert c.smem_bytes() <= 227 * 1024
     with pytest.raises(ConfigError, match="head_dim=256"):
         AttnBwdConfig(head_dim=256).validate()

@@ -30,13 +30,13 @@
 
 namespace cd42::attn {
 
-template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false>
+template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
   static constexpr int kBlockM = 64;   // query rows per step
   static constexpr int kBlockN = 128;  // keys per CTA (64 per consumer warpgroup)
-  static constexpr int kStages = 2;    // Q / dO pipeline depth
+  static constexpr int kStages = Stages_;  // Q / dO pipeline depth
   static constexpr MaskKind kMask = Mask_;
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
   // Deterministic: the key blocks that add into one query block's dQ take
