@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: the sweeps and the ncu profile that issue 5's closing
 # note reports, each timed, logs and results under $OUT.
-#   device run: carry [".whl"], command: bash scripts/gpu_sweeps.sh [attn|gemm|all]
+#   device run: carry [".whl"], command: bash scripts/gpu_sweeps.sh [attn|bwd|gemm|all]
 set -uo pipefail
 OUT=${OUT:-$PWD/.out}
 mkdir -p "$OUT"
@@ -29,6 +29,10 @@ if [ "$what" = attn ] || [ "$what" = all ]; then
     --out "$OUT/sweep_attn_hd128"
   timed sweep_attn_hd256 python3 -m cudadent42 sweep attn-fwd --hdim 256 --heads 8 $attn --space block_n=48,64,80 \
     --out "$OUT/sweep_attn_hd256"
+fi
+if [ "$what" = bwd ] || [ "$what" = all ]; then
+  timed sweep_attn_bwd_hd128_causal python3 -m cudadent42 sweep attn-bwd --hdim 128 --heads 16 --seqlen 4096 \
+    --batch 1 --causal --out "$OUT/sweep_attn_bwd_hd128_causal"
 fi
 if [ "$what" = gemm ] || [ "$what" = all ]; then
   timed sweep_gemm python3 -m cudadent42 sweep gemm --m 8192 --n 8192 --k 8192 --out "$OUT/sweep_gemm"

@@ -138,3 +138,40 @@ def test_sweep_without_gpu_builds_ranks_and_writes_outputs(tmp_path):
     data = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert data["points"][0]["config"] == "gemm_bf16_bk_m128_n256_k64_st4_g8"
     assert (tmp_path / "out" / "sweep.csv").read_text().startswith("config,")
+
+
+def test_attn_bwd_family_space_key_and_default():
+    from cudadent42.configs.attention_bwd import AttnBwdConfig
+
+    sp = enumerate_space("attn-bwd", dict(dtype="bf16", head_dim=128, mask="causal", deterministic=False))
+    assert [c.stages for c in sp.candidates] == [2, 3, 4] and not sp.pruned
+    p = dict(dtype="bf16", head_dim=128, mask="causal", deterministic=False, seqlen=3000)
+    assert table.problem_key("attn-bwd", **p) == "attn-bwd|bf16|hd128|causal|det0|s4096"
+    assert select("attn-bwd", GPU, **p) == AttnBwdConfig(head_dim=128, mask="causal")
+    table.record(table.problem_key("attn-bwd", **p), GPU, "attn_bwd_bf16_hd128_m64_n128_st3_causal")
+    assert select("attn-bwd", GPU, **p).stages == 3  # tuned entries are used for the backward too
+
+
+@pytest.mark.compile
+def test_attn_bwd_sweep_without_gpu_builds(tmp_path):
+    from cudadent42.runtime import hopper_available
+    from cudadent42.tune.sweep import sweep
+
+    if hopper_available():
+        pytest.skip("the GPU end-to-end tune tests time real points")
+    problem = dict(dtype="bf16", head_dim=64, mask="none", deterministic=False, seqlen=1024, batch=1, heads=4)
+    rows = sweep("attn-bwd", problem, space=dict(stages=(2,)), log=lambda *_: None)
+    assert len(rows) == 1 and rows[0]["status"] == "built" and rows[0]["spill_bytes"] == 0
+
+
+@pytest.mark.gpu
+def test_attn_bwd_tiny_tune_end_to_end(isolated_tables, monkeypatch):
+    from cudadent42.tune.sweep import tune
+
+    problem = dict(dtype="bf16", head_dim=64, mask="causal", deterministic=False, seqlen=512, batch=2, heads=4)
+    best = tune("attn-bwd", problem, space=dict(stages=(2, 3)), log=lambda *_: None)
+    assert best is not None and best["status"] == "timed"
+    import torch
+
+    assert select("attn-bwd", torch.cuda.get_device_name(), **{k: problem[k] for k in
+                  ("dtype", "head_dim", "mask", "deterministic", "seqlen")}).name == best["config"]

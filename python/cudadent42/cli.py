@@ -160,6 +160,9 @@ def _cache(args) -> int:
 def _problem(args) -> dict:
     if args.family == "gemm":
         return dict(dtype=args.dtype, b_major=args.b_major, M=args.m, N=args.n, K=args.k)
+    if args.family == "attn-bwd":
+        return dict(dtype=args.dtype, head_dim=args.hdim, mask="causal" if args.causal else "none",
+                    deterministic=args.deterministic, seqlen=args.seqlen, batch=args.batch, heads=args.heads)
     return dict(dtype=args.dtype, head_dim=args.hdim, mask="causal" if args.causal else "none",
                 softcap=args.softcap, varlen=False, seqlen=args.seqlen, batch=args.batch, heads=args.heads)
 
@@ -200,7 +203,7 @@ def _profile(args) -> int:
 
 
 def _add_problem_args(p) -> None:
-    p.add_argument("family", choices=["gemm", "attn-fwd"])
+    p.add_argument("family", choices=["gemm", "attn-fwd", "attn-bwd"])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     p.add_argument("--m", type=int, default=8192, help="gemm M")
     p.add_argument("--n", type=int, default=8192, help="gemm N")
@@ -212,6 +215,7 @@ def _add_problem_args(p) -> None:
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--causal", action="store_true")
     p.add_argument("--softcap", action="store_true")
+    p.add_argument("--deterministic", action="store_true", help="attn-bwd: deterministic dQ accumulation")
     p.add_argument("--space", action="append", help="restrict a parameter, e.g. --space stages=2,3 (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="at most this many points")
     p.add_argument("--jobs", type=int, default=None, help="parallel nvcc builds (default: all cores)")

@@ -22,7 +22,14 @@ def default_attn_fwd_configs():
             for dtype in ("bf16", "fp16") for d in HEAD_DIMS for mask in ("none", "causal", "local")]
 
 
-FAMILIES = {"gemm": default_gemm_configs, "attn-fwd": default_attn_fwd_configs}
+def default_attn_bwd_configs():
+    from .attention_bwd import BWD_HEAD_DIMS, BWD_MASKS, AttnBwdConfig
+
+    return [AttnBwdConfig(dtype=dtype, head_dim=d, mask=mask)
+            for dtype in ("bf16", "fp16") for d in BWD_HEAD_DIMS for mask in BWD_MASKS]
+
+
+FAMILIES = {"gemm": default_gemm_configs, "attn-fwd": default_attn_fwd_configs, "attn-bwd": default_attn_bwd_configs}
 
 
 def default_configs(family: str | None = None):

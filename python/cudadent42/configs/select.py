@@ -24,7 +24,9 @@ def _from_table(family: str, gpu: str, problem: dict):
     if name is None:
         return None
     try:
-        return (GemmConfig if family == "gemm" else AttnFwdConfig).from_name(name)
+        from ..tune.space import CONFIG_CLASSES
+
+        return CONFIG_CLASSES[family].from_name(name)
     except ConfigError as e:  # a table written by another version of the package
         warnings.warn(f"cudadent42: ignoring tuned entry {name!r}: {e}", stacklevel=3)
         return None
@@ -54,6 +56,11 @@ def select(family: str, gpu: str, sizes: dict | None = None, **problem):
 
 
 def _heuristic(family: str, problem: dict):
+    if family == "attn-bwd":
+        from .attention_bwd import AttnBwdConfig
+
+        return AttnBwdConfig(dtype=problem["dtype"], head_dim=problem["head_dim"], mask=problem["mask"],
+                             deterministic=problem["deterministic"])
     if family == "gemm":
         return heuristics_sm90.gemm_config(problem["dtype"], problem["b_major"], problem["M"], problem["N"],
                                            problem["K"])

@@ -68,21 +68,24 @@ def _strides(args, prefix: str, t: torch.Tensor) -> None:
     setattr(args, f"{prefix}_head_stride", t.stride(2))
 
 
-def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False):
+def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False,
+             *, config=None):
     """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size) w.r.t. q, k, v.
 
     dout/out/q (B, Sq, H, D), k/v (B, Sk, Hkv, D), lse (B, H, Sq) float32 as
     returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
     the input dtype, contiguous, shaped like q, k, v. `deterministic=True`
     makes the gradients bitwise reproducible (key blocks add into dQ in a
-    fixed order, waiting for each other).
+    fixed order, waiting for each other). `config` (an AttnBwdConfig or its
+    name) overrides the tuned/default choice.
     """
     mask, left, right = _mask_kind(causal, tuple(window_size))
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic)
+    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic, config)
 
 
-def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False):
+def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False,
+             config=None):
     """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
     check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
     _check_tensor("out", out, 4, q)
@@ -106,7 +109,18 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     for name, t in (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out)):
         if t.data_ptr() % 16:
             raise ValueError(f"attention backward: {name} needs a 16-byte aligned data pointer")
-    cfg = AttnBwdConfig(dtype=_DTYPES[q.dtype], head_dim=D, mask=mask, deterministic=deterministic)
+    dtype = _DTYPES[q.dtype]
+    if config:
+        cfg = config if isinstance(config, AttnBwdConfig) else AttnBwdConfig.from_name(config)
+        if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.deterministic) != (dtype, D, mask, deterministic):
+            raise ValueError(f"attention backward: config {cfg.name} does not match the call (dtype={dtype}, "
+                             f"head_dim={D}, mask={mask}, deterministic={deterministic})")
+    else:
+        from ..configs.select import select
+        from ..runtime import gpu_name
+
+        cfg = select("attn-bwd", gpu_name(q.device), dtype=dtype, head_dim=D, mask=mask,
+                     deterministic=bool(deterministic), seqlen=Sq)
     kernel, pre_launch, launch = _launcher(cfg)
     pad = (Sq + 63) // 64 * 64
     dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)

@@ -29,7 +29,7 @@ TARGET_MODULE = "cudadent42.tune.profile_target"
 TARGET_ERROR = "cd42-profile-target:"  # profile_target.py prefixes its own failures with this
 # Substrings of the kernels' function names (csrc/kernels/*/: cd42::attn::attn_fwd_kernel<T>,
 # cd42::gemm::gemm_kernel<T>); unanchored, so they match the function, demangled and mangled names.
-KERNEL_REGEX = {"attn-fwd": "attn_fwd_kernel", "gemm": "gemm_kernel"}
+KERNEL_REGEX = {"attn-fwd": "attn_fwd_kernel", "attn-bwd": "attn_bwd_kernel", "gemm": "gemm_kernel"}
 
 DURATION = "gpu__time_duration.sum"
 TENSOR = ("sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",  # every tensor pipe
@@ -325,10 +325,9 @@ def _release_gpu_memory() -> None:
 
 
 def _as_configs(family: str, configs) -> list:
-    from ..configs.attention import AttnFwdConfig
-    from ..configs.gemm import GemmConfig
+    from .space import CONFIG_CLASSES
 
-    cls = GemmConfig if family == "gemm" else AttnFwdConfig
+    cls = CONFIG_CLASSES[family]
     return [cls.from_name(c) if isinstance(c, str) else c for c in configs]
 
 

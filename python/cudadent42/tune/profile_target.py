@@ -22,10 +22,10 @@ def run(family: str, config_name: str, problem: dict, warmup: int = 3) -> None:
     import torch
 
     from .profile import _as_configs
-    from .sweep import _attn_case, _gemm_case, _within_tolerance
+    from .sweep import _within_tolerance, case
 
     cfg = _as_configs(family, [config_name])[0]
-    launch, output, ref, lowp = (_gemm_case if family == "gemm" else _attn_case)(problem)
+    launch, output, ref, lowp = case(family)(problem)
     launch(cfg)
     torch.cuda.synchronize()
     ok, err = _within_tolerance(output(), ref, lowp)
@@ -43,7 +43,7 @@ def run(family: str, config_name: str, problem: dict, warmup: int = 3) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m cudadent42.tune.profile_target")
-    p.add_argument("family", choices=["gemm", "attn-fwd"])
+    p.add_argument("family", choices=["gemm", "attn-fwd", "attn-bwd"])
     p.add_argument("config")
     p.add_argument("problem", help="the problem dict as JSON (sweep/tune field names)")
     p.add_argument("--warmup", type=int, default=3)

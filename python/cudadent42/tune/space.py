@@ -6,13 +6,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..configs.attention import AttnFwdConfig
+from ..configs.attention_bwd import AttnBwdConfig
 from ..configs.base import ConfigError
 from ..configs.gemm import GemmConfig
 
 # Every value the kernels accept; validate() decides which combinations fit.
 GEMM_SPACE = dict(wg_m=(64, 128), tile_n=(64, 128, 192, 256), stages=(2, 3, 4, 5, 6, 8), group_m=(1, 4, 8, 16))
 ATTN_FWD_SPACE = dict(block_n=(48, 64, 80, 96, 112, 128, 144, 160, 176, 192), stages=(2, 3, 4))
-SPACES = {"gemm": GEMM_SPACE, "attn-fwd": ATTN_FWD_SPACE}
+ATTN_BWD_SPACE = dict(stages=(2, 3, 4))  # v1 has one tile shape; the Q/dO pipeline depth is free
+SPACES = {"gemm": GEMM_SPACE, "attn-fwd": ATTN_FWD_SPACE, "attn-bwd": ATTN_BWD_SPACE}
+CONFIG_CLASSES = {"gemm": GemmConfig, "attn-fwd": AttnFwdConfig, "attn-bwd": AttnBwdConfig}
 
 
 @dataclass
@@ -47,7 +50,7 @@ def enumerate_space(family: str, fixed: dict, overrides: dict | None = None) -> 
     fields taken from the family's space (or `overrides`, same keys)."""
     if family not in SPACES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(SPACES)}")
-    cls = GemmConfig if family == "gemm" else AttnFwdConfig
+    cls = CONFIG_CLASSES[family]
     space = dict(SPACES[family], **(overrides or {}))
     out = Space(family)
     keys = list(space)

@@ -18,13 +18,18 @@ from .space import enumerate_space
 
 # Problem fields that select the kernel (part of every config of the sweep);
 # the rest (sizes) only shape the inputs.
-FIXED_FIELDS = {"gemm": ("dtype", "b_major"), "attn-fwd": ("dtype", "head_dim", "mask", "softcap", "varlen")}
+FIXED_FIELDS = {"gemm": ("dtype", "b_major"), "attn-fwd": ("dtype", "head_dim", "mask", "softcap", "varlen"),
+                "attn-bwd": ("dtype", "head_dim", "mask", "deterministic")}
 _TORCH = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_config(family: str, p: dict):
     if family == "gemm":
         return gemm_config(p["dtype"], p["b_major"], p["M"], p["N"], p["K"])
+    if family == "attn-bwd":
+        from ..configs.attention_bwd import AttnBwdConfig
+
+        return AttnBwdConfig(dtype=p["dtype"], head_dim=p["head_dim"], mask=p["mask"], deterministic=p["deterministic"])
     return attn_fwd_config(p["dtype"], p["head_dim"], p["mask"], p["softcap"], p["varlen"])
 
 
@@ -32,7 +37,8 @@ def flops(family: str, p: dict) -> float:
     if family == "gemm":
         return 2.0 * p["M"] * p["N"] * p["K"]
     f = 4.0 * p["batch"] * p["heads"] * p["seqlen"] ** 2 * p["head_dim"]
-    return f / 2 if p["mask"] == "causal" else f
+    f = f / 2 if p["mask"] == "causal" else f
+    return 2.5 * f if family == "attn-bwd" else f  # backward: 5 GEMMs of the forward's 2
 
 
 def _gemm_case(p):
@@ -76,7 +82,51 @@ def _attn_case(p):
     return run, (lambda: res["out"]), ref_attn(True), ref_attn(False)
 
 
+def _attn_bwd_case(p):
+    """Backward of dense attention: the forward (default config) runs once, each
+    config's backward is timed; the check compares dq, dk, dv with fp32 autograd."""
+    from ..ops.attention import flash_attn_func
+    from ..ops.attention_bwd import attn_bwd
+
+    if p["mask"] == "local":
+        raise ValueError("sweeps time dense none/causal attention problems")
+    if p["batch"] * p["heads"] * p["seqlen"] ** 2 > 2**30:
+        raise ValueError("reference would not fit: sweep with a smaller batch*heads*seqlen^2")
+    dt = _TORCH[p["dtype"]]
+    shape = (p["batch"], p["seqlen"], p["heads"], p["head_dim"])
+    q, k, v = (torch.randn(shape, device="cuda", dtype=dt) for _ in range(3))
+    causal = p["mask"] == "causal"
+    out, lse = flash_attn_func(q, k, v, causal=causal, return_lse=True)
+    dout = torch.randn_like(out)
+    res = {}
+
+    def run(cfg):
+        res["grads"] = attn_bwd(dout, q, k, v, out, lse, causal=causal, deterministic=p["deterministic"], config=cfg)
+
+    def ref_grads(upcast):
+        x = [t.detach().float() if upcast else t.detach() for t in (q, k, v)]
+        for t in x:
+            t.requires_grad_()
+        s = torch.einsum("bqhd,bkhd->bhqk", x[0], x[1]).float() / math.sqrt(p["head_dim"])
+        if causal:
+            s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
+        pr = torch.softmax(s, -1)
+        o = torch.einsum("bhqk,bkhd->bqhd", pr if upcast else pr.to(dt), x[2])
+        return torch.autograd.grad(o, x, dout.to(o.dtype))
+
+    return run, (lambda: res["grads"]), ref_grads(True), ref_grads(False)
+
+
+def case(family: str):
+    """The input builder for a family: returns (run(cfg), output(), ref, lowp)."""
+    return {"gemm": _gemm_case, "attn-fwd": _attn_case, "attn-bwd": _attn_bwd_case}[family]
+
+
 def _within_tolerance(out, ref, lowp) -> tuple[bool, float]:
+    """GUIDE.md's rule; tuples (the backward's dq, dk, dv) must pass element by element."""
+    if isinstance(out, (tuple, list)):
+        checks = [_within_tolerance(o, r, lp) for o, r, lp in zip(out, ref, lowp)]
+        return all(ok for ok, _ in checks), max(err for _, err in checks)
     err = (out.float() - ref).abs().max().item()
     base = (lowp.float() - ref).abs().max().item()
     return (not math.isnan(err)) and err <= 2 * base + 1e-5, err
@@ -116,7 +166,7 @@ def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | 
     if not hopper_available():
         log("no sm_90 GPU here: configs were built and checked by ptxas, not timed")
     else:
-        run, output, ref, lowp = (_gemm_case if family == "gemm" else _attn_case)(problem)
+        run, output, ref, lowp = case(family)(problem)
         fl = flops(family, problem)
         for cfg, row in zip(cands, rows):
             if row["status"] != "built":

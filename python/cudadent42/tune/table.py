@@ -45,6 +45,9 @@ def problem_key(family: str, **p) -> str:
     if family == "attn-fwd":
         return (f"attn-fwd|{p['dtype']}|hd{p['head_dim']}|{p['mask']}|softcap{int(p['softcap'])}"
                 f"|varlen{int(p['varlen'])}|s{_pow2_bucket(max(p['seqlen'], 1))}")
+    if family == "attn-bwd":
+        return (f"attn-bwd|{p['dtype']}|hd{p['head_dim']}|{p['mask']}|det{int(p['deterministic'])}"
+                f"|s{_pow2_bucket(max(p['seqlen'], 1))}")
     raise ValueError(f"unknown family {family!r}")
 
 
