@@ -33,17 +33,25 @@ code = ("import time; from cudadent42.jit import load; from cudadent42.configs.d
 subprocess.run([sys.executable, "-c", code], check=True)
 PY
 
-step "build all default configs and the tests' explicit configs ($(nproc) jobs)"
+step "build the configs the tests need (${PREBUILD:-gemm,fwd,bwd}; $(nproc) jobs)"
 python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
-import sys, time
+import os, sys, time
 sys.path.insert(0, "tests")
 from cudadent42.configs.defaults import default_configs
 from cudadent42.jit import build
-from test_gemm_gpu import EXPLICIT_CONFIGS
-from test_attention_fwd_gpu import PREBUILD
-from test_attention_bwd_gpu import PREBUILD as BWD_PREBUILD
+sets = os.environ.get("PREBUILD", "gemm,fwd,bwd").split(",")
+cfgs = []
+if "gemm" in sets:
+    from test_gemm_gpu import EXPLICIT_CONFIGS
+    cfgs += default_configs("gemm") + EXPLICIT_CONFIGS
+if "fwd" in sets:
+    from test_attention_fwd_gpu import PREBUILD
+    cfgs += PREBUILD
+if "bwd" in sets:
+    from test_attention_bwd_gpu import PREBUILD as BWD_PREBUILD
+    cfgs += BWD_PREBUILD
 t = time.time()
-res = build(default_configs("gemm") + EXPLICIT_CONFIGS + PREBUILD + BWD_PREBUILD, progress=False)
+res = build(cfgs, progress=False)
 for r in res:
     print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
 print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
