@@ -3,15 +3,7 @@
 # note reports, each timed, logs and results under $OUT.
 #   device run: carry [".whl"], command: bash scripts/gpu_sweeps.sh [attn|bwd|gemm|all]
 set -uo pipefail
-OUT=${OUT:-$PWD/.out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-export CUDADENT42_CACHE_DIR=${CUDADENT42_CACHE_DIR:-/tmp/cd42-cache}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+source "$(dirname "$0")/gpu_env.sh"
 what=${1:-all}
 timed() {  # timed NAME cmd...: runs cmd, tees its log, records the wall time
   local name=$1; shift

@@ -7,6 +7,8 @@
 // and each value must be a multiple of 8 in [24, 256].
 #pragma once
 
+#include <cstdint>
+#include <cute/config.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 
@@ -32,6 +34,26 @@ struct RegisterSplit<1> {
 template <int N>
 constexpr bool register_split_fits() {
   return kWarpGroupThreads * (RegisterSplit<N>::kProducerRegs + N * RegisterSplit<N>::kConsumerRegs) <= 65536;
+}
+
+// setmaxnreg.inc only completes once the CTA's register pool can cover it:
+// the producer warpgroup must free at least what the consumers add on top of
+// the launch allocation (`launch_regs` per thread), or the kernel hangs.
+constexpr bool setmaxnreg_pool_ok(int launch_regs, int producer_regs, int consumer_wgs, int consumer_regs) {
+  return kWarpGroupThreads * (launch_regs - producer_regs) >=
+         consumer_wgs * kWarpGroupThreads * (consumer_regs - launch_regs);
+}
+
+// Params of a CUTLASS TMA pipeline for this thread's role: one elected
+// producer thread (thread 0) arms the barriers; every consumer thread releases.
+template <class Pipe>
+CUTE_DEVICE typename Pipe::Params tma_pipeline_params(bool producer, uint32_t bytes, int consumer_threads) {
+  typename Pipe::Params pp;
+  pp.transaction_bytes = bytes;
+  pp.role = producer ? Pipe::ThreadCategory::Producer : Pipe::ThreadCategory::Consumer;
+  pp.is_leader = threadIdx.x == 0;
+  pp.num_consumers = consumer_threads;
+  return pp;
 }
 
 // Named barrier ids used by consumer warpgroup `wg` (0-based). CUTLASS's

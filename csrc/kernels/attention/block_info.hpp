@@ -65,19 +65,6 @@ struct BlockInfo {
     int const n_lo = lo <= 0 ? 0 : (lo + BlockN - 1) / BlockN;
     return max(n_block_min, min(n_hi, n_lo));
   }
-
-  // True when some element of key block n must be masked for some row.
-  CUTE_DEVICE bool block_needs_mask(cd42_attn_fwd_args const& a, int n) const {
-    int const n0 = n * BlockN, n1 = n0 + BlockN - 1;
-    if (n1 >= seqlen_k) return true;
-    if constexpr (HasWindow) {
-      int const off = seqlen_k - seqlen_q;
-      int const m_last = min(m_start + BlockM, seqlen_q) - 1;
-      if (n1 > m_start + off + a.window_right) return true;
-      if (n0 < m_last + off - a.window_left) return true;
-    }
-    return false;
-  }
 };
 
 }  // namespace cd42::attn

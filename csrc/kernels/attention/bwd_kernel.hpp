@@ -362,28 +362,17 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
     cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
   }
   auto const cluster = cute::Shape<cute::_1, cute::_1, cute::_1>{};
-  auto params = [&](uint32_t bytes) {
-    typename T::PipelineQ::Params pp;
-    pp.transaction_bytes = bytes;
-    pp.role = producer ? T::PipelineQ::ThreadCategory::Producer : T::PipelineQ::ThreadCategory::Consumer;
-    pp.is_leader = threadIdx.x == 0;
-    pp.num_consumers = T::kConsumerThreads;
-    return pp;
-  };
-  typename T::PipelineKV::Params pkv;
-  pkv.transaction_bytes = T::kKVBytes;
-  pkv.role = producer ? T::PipelineKV::ThreadCategory::Producer : T::PipelineKV::ThreadCategory::Consumer;
-  pkv.is_leader = threadIdx.x == 0;
-  pkv.num_consumers = T::kConsumerThreads;
-  typename T::PipelineKV pipe_kv(ss.pipe_kv, pkv, cluster);
-  typename T::PipelineQ pipe_q(ss.pipe_q, params(T::kQdOBytes), cluster);
+  typename T::PipelineKV pipe_kv(
+      ss.pipe_kv, tma_pipeline_params<typename T::PipelineKV>(producer, T::kKVBytes, T::kConsumerThreads), cluster);
+  typename T::PipelineQ pipe_q(
+      ss.pipe_q, tma_pipeline_params<typename T::PipelineQ>(producer, T::kQdOBytes, T::kConsumerThreads), cluster);
   __syncthreads();
 
   if (producer) {
-    cutlass::arch::warpgroup_reg_dealloc<24>();
+    cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
     if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q);
   } else {
-    cutlass::arch::warpgroup_reg_alloc<240>();
+    cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     bwd_consumer<T>(p, ss, pipe_kv, pipe_q);
   }
 }

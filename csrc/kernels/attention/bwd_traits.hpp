@@ -46,6 +46,9 @@ struct BwdTraits {
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
+  static constexpr int kProducerRegs = 24;   // one TMA-issuing thread
+  static constexpr int kConsumerRegs = 240;  // dK + dV accumulators next to S/dP/dQ
+  static_assert(setmaxnreg_pool_ok(168, kProducerRegs, kConsumerWGs, kConsumerRegs), "setmaxnreg.inc would wait forever");
   // dK and dV accumulators: 2 x 64 x D fp32 per warpgroup = D registers per
   // thread; D = 256 does not fit next to S, dP and dQ (not supported in v1).
   static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128, "backward v1: head dim 64, 96 or 128");

@@ -137,30 +137,11 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     pipe_v.consumer_release(v_state);
     ++v_state;
   };
-  // Serial block: S, softmax, rescale O, P V; nothing overlaps inside the
-  // warpgroup (the other warpgroup's GEMMs still fill the gaps).
-  auto serial_block = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                          auto masked) {
-    float correction[2];
-    pipe_k.consumer_wait(k_state);
-    take_turn();
-    issue_qk(k_state.index());
-    pass_turn();
-    wait_qk(0);
-    scores_to_probs(bi, softmax, n, masked, correction);
-    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
-    probs_to_regs();
-    pipe_v.consumer_wait(v_state);
-    take_turn();
-    issue_pv(v_state.index());
-    pass_turn();
-    wait_pv();
-  };
   // Overlapped pipeline over blocks n0 > n1 > ...: `first` computes P(n0)
   // with no PV in flight; each `step` issues QK(n) and PV(n+1) together and
   // runs the softmax of S(n) under the PV; `last` issues the final PV.
   auto overlap_first = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                           bool masked) {
+                           auto masked) {
     float correction[2];
     pipe_k.consumer_wait(k_state);
     take_turn();
@@ -192,6 +173,13 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     issue_pv(v_state.index());
     pass_turn();
     wait_pv();
+  };
+  // Serial block: S, softmax, rescale O, then P V with nothing overlapping
+  // inside the warpgroup (the other warpgroup's GEMMs still fill the gaps).
+  auto serial_block = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
+                          auto masked) {
+    overlap_first(bi, softmax, n, masked);
+    overlap_last();
   };
 
   AttnTileScheduler const& sched = make_scheduler<T>(p);

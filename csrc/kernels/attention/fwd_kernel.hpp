@@ -15,23 +15,6 @@
 namespace cd42::attn {
 
 template <class T>
-struct FwdRegisterSplit {  // see FwdTraits: the pool must cover the consumers' increase
-  static constexpr int kProducer = T::kProducerRegs;
-  static constexpr int kConsumer = T::kConsumerRegs;
-  static_assert(128 * (168 - kProducer) >= 256 * (kConsumer - 168), "setmaxnreg.inc would wait forever");
-};
-
-template <class Pipe, class T>
-CUTE_DEVICE typename Pipe::Params tma_pipeline_params(bool producer, uint32_t bytes) {
-  typename Pipe::Params pp;
-  pp.transaction_bytes = bytes;
-  pp.role = producer ? Pipe::ThreadCategory::Producer : Pipe::ThreadCategory::Consumer;
-  pp.is_leader = threadIdx.x == 0;
-  pp.num_consumers = T::kConsumerThreads;
-  return pp;
-}
-
-template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1) attn_fwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
@@ -46,9 +29,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_fwd_kernel(CUTE_GRID_CONS
     cute::prefetch_tma_descriptor(p.tma_o.get_tma_descriptor());
   }
   auto const cluster = cute::Shape<cute::_1, cute::_1, cute::_1>{};
-  typename T::PipelineQ pipe_q(ss.pipe_q, tma_pipeline_params<typename T::PipelineQ, T>(producer, T::kQBytes), cluster);
-  typename T::PipelineKV pipe_k(ss.pipe_k, tma_pipeline_params<typename T::PipelineKV, T>(producer, T::kKVBytes), cluster);
-  typename T::PipelineKV pipe_v(ss.pipe_v, tma_pipeline_params<typename T::PipelineKV, T>(producer, T::kKVBytes), cluster);
+  typename T::PipelineQ pipe_q(ss.pipe_q, tma_pipeline_params<typename T::PipelineQ>(producer, T::kQBytes, T::kConsumerThreads), cluster);
+  typename T::PipelineKV pipe_k(ss.pipe_k, tma_pipeline_params<typename T::PipelineKV>(producer, T::kKVBytes, T::kConsumerThreads), cluster);
+  typename T::PipelineKV pipe_v(ss.pipe_v, tma_pipeline_params<typename T::PipelineKV>(producer, T::kKVBytes, T::kConsumerThreads), cluster);
   typename T::PipelineSched::Params ps;
   ps.role = producer ? T::PipelineSched::ThreadCategory::Producer : T::PipelineSched::ThreadCategory::Consumer;
   ps.producer_arv_count = 1;
@@ -57,10 +40,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_fwd_kernel(CUTE_GRID_CONS
   __syncthreads();
 
   if (producer) {
-    cutlass::arch::warpgroup_reg_dealloc<FwdRegisterSplit<T>::kProducer>();
+    cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
     if (warp_idx == 0 && lane_leader) producer_loop<T>(p, ss, pipe_sched, pipe_q, pipe_k, pipe_v);
   } else {
-    cutlass::arch::warpgroup_reg_alloc<FwdRegisterSplit<T>::kConsumer>();
+    cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     consumer_loop<T>(p, ss, pipe_sched, pipe_q, pipe_k, pipe_v);
   }
 }

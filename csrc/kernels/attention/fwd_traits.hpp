@@ -46,6 +46,7 @@ struct FwdTraits {
   static constexpr bool kPlain = Mask_ == MaskKind::kNone && !Softcap_ && !Varlen_;
   static constexpr int kProducerRegs = kPlain ? 24 : 40;
   static constexpr int kConsumerRegs = kPlain ? 240 : 232;
+  static_assert(setmaxnreg_pool_ok(168, kProducerRegs, 2, kConsumerRegs), "setmaxnreg.inc would wait forever");
   // Overlapping the softmax of block n with the PV wgmma of block n+1 keeps S
   // (N/2 fp32), P (N/4) and O (D/2) live together per thread. Measured with
   // nvcc 13.0 (ptxas spill reports), for the loop over clean blocks:

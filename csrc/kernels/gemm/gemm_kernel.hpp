@@ -133,12 +133,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) gemm_kernel(CUTE_GRID_CONSTANT
     cute::prefetch_tma_descriptor(p.tma_c.get_tma_descriptor());
   }
 
-  typename Pipeline::Params pp;
-  pp.transaction_bytes = T::kTmaBytesPerStage;
-  pp.role = warp_group == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
-  pp.is_leader = threadIdx.x == 0;
-  pp.num_consumers = T::kConsumerWGs * kWarpGroupThreads;
-  Pipeline pipeline(ss.pipeline, pp, cute::Shape<cute::_1, cute::_1, cute::_1>{});
+  Pipeline pipeline(ss.pipeline,
+                    tma_pipeline_params<Pipeline>(warp_group == 0, T::kTmaBytesPerStage,
+                                                  T::kConsumerWGs * kWarpGroupThreads),
+                    cute::Shape<cute::_1, cute::_1, cute::_1>{});
   __syncthreads();  // barrier init visible to all roles
 
   if (warp_group == 0) {

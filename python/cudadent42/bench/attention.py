@@ -26,6 +26,16 @@ def _sdpa_ms(backend, q, k, v, causal):
         return float("nan")
 
 
+def make_row(b, h, s, d, causal, flops, t_ours, t_cudnn, t_fa2) -> dict:
+    """One benchmark cell: times (ms), TFLOP/s and ratios vs the two SDPA backends."""
+    row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, ours_tflops=tflops(flops, t_ours),
+               cudnn_tflops=tflops(flops, t_cudnn), fa2_tflops=tflops(flops, t_fa2), ours_ms=t_ours,
+               cudnn_ms=t_cudnn, fa2_ms=t_fa2)
+    row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
+    row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+    return row
+
+
 def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
     from .. import flash_attn_func
     from ..configs.heuristics_sm90 import attn_fwd_config
@@ -44,12 +54,7 @@ def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, Tr
                 t_ours = bench_ms(lambda: flash_attn_func(q, k, v, causal=causal))
                 t_cudnn = _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
                 t_fa2 = _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-                fl = fwd_flops(b, h, s, d, causal)
-                row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal,
-                           ours_tflops=tflops(fl, t_ours), cudnn_tflops=tflops(fl, t_cudnn),
-                           fa2_tflops=tflops(fl, t_fa2), ours_ms=t_ours, cudnn_ms=t_cudnn, fa2_ms=t_fa2)
-                row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
-                row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+                row = make_row(b, h, s, d, causal, fwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
                 rows.append(row)
                 log(format_row(row))
     return rows

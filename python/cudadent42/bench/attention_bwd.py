@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import HEAD_DIMS, HIDDEN, SEQLENS, TOKENS, fwd_flops
-from .timing import bench_ms, tflops
+from .attention import HEAD_DIMS, HIDDEN, SEQLENS, TOKENS, format_row, fwd_flops, make_row
+from .timing import bench_ms
 
 
 def bwd_flops(b, h, s, d, causal):
@@ -55,15 +55,8 @@ def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False
                 qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
                 t_cudnn = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
                 t_fa2 = _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-                fl = bwd_flops(b, h, s, d, causal)
-                row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, ours_tflops=tflops(fl, t_ours),
-                           cudnn_tflops=tflops(fl, t_cudnn), fa2_tflops=tflops(fl, t_fa2), ours_ms=t_ours,
-                           cudnn_ms=t_cudnn, fa2_ms=t_fa2)
-                row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
-                row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+                row = make_row(b, h, s, d, causal, bwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
                 rows.append(row)
-                from .attention import format_row
-
                 log(format_row(row))
     return rows
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import warnings
 
 from . import heuristics_sm90
-from .attention import AttnFwdConfig
 from .base import ConfigError
-from .gemm import GemmConfig
 
 _memo: dict = {}
 _memo_version = -1
@@ -46,7 +44,7 @@ def select(family: str, gpu: str, sizes: dict | None = None, **problem):
     hit = _memo.get(key)
     if hit is None:
         cfg = _from_table(family, gpu, problem)
-        hit = (cfg, "table") if cfg is not None else (_heuristic(family, problem), "heuristic")
+        hit = (cfg, "table") if cfg is not None else (heuristic_config(family, problem), "heuristic")
         _memo[key] = hit
     if hit[1] == "heuristic" and autotune.enabled():
         name = autotune.maybe_tune(family, gpu, problem, sizes)
@@ -55,7 +53,8 @@ def select(family: str, gpu: str, sizes: dict | None = None, **problem):
     return hit[0]
 
 
-def _heuristic(family: str, problem: dict):
+def heuristic_config(family: str, problem: dict):
+    """The untuned default for a problem (also what sweeps rank as `default`)."""
     if family == "attn-bwd":
         from .attention_bwd import AttnBwdConfig
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from ..configs.heuristics_sm90 import attn_fwd_config, gemm_config
 from ..jit import build, load
 from .space import enumerate_space
 
@@ -24,13 +23,9 @@ _TORCH = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_config(family: str, p: dict):
-    if family == "gemm":
-        return gemm_config(p["dtype"], p["b_major"], p["M"], p["N"], p["K"])
-    if family == "attn-bwd":
-        from ..configs.attention_bwd import AttnBwdConfig
+    from ..configs.select import heuristic_config
 
-        return AttnBwdConfig(dtype=p["dtype"], head_dim=p["head_dim"], mask=p["mask"], deterministic=p["deterministic"])
-    return attn_fwd_config(p["dtype"], p["head_dim"], p["mask"], p["softcap"], p["varlen"])
+    return heuristic_config(family, p)
 
 
 def flops(family: str, p: dict) -> float:

@@ -1,0 +1,11 @@
+# Sourced by the GPU-machine scripts: $OUT, the kernel cache, and the Python
+# path (wheels carried in .whl/ installed to /tmp/site, then this checkout).
+OUT=${OUT:-$PWD/.out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export CUDADENT42_CACHE_DIR=${CUDADENT42_CACHE_DIR:-/tmp/cd42-cache}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
