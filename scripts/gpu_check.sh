@@ -10,6 +10,7 @@ step() { echo; echo "=== $* ==="; }
 step info
 python3 -m cudadent42 info 2>&1 | tee "$OUT/info.log"
 
+if [ -z "${SKIP_COLD:-}" ]; then
 step "cold compile of one config, then warm load in a fresh process"
 python3 - <<'PY' 2>&1 | tee "$OUT/compile_times.log"
 import time, subprocess, sys
@@ -24,6 +25,7 @@ code = ("import time; from cudadent42.jit import load; from cudadent42.configs.d
         "in-process repeat: {(t2-t1)*1e6:.1f} us')")
 subprocess.run([sys.executable, "-c", code], check=True)
 PY
+fi
 
 step "build the configs the tests need (${PREBUILD:-gemm,fwd,bwd}; $(nproc) jobs)"
 python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
@@ -48,6 +50,11 @@ for r in res:
     print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
 print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
 PY
+
+if [ -n "${SMOKE:-}" ]; then
+  step "smoke: $SMOKE"
+  timeout ${SMOKE_TIMEOUT:-90} python3 $SMOKE 2>&1 | tee "$OUT/smoke.log"
+fi
 
 step "tests"
 # Default: every GPU-capable test; the compile-smoke tests (nvcc into fresh
