@@ -5,9 +5,11 @@
 // (batch, seqlen_k, heads_kv, dim), strides in elements, last dim contiguous.
 // lse_log2 and dsum are float32 (batch, heads, seqlen_q_pad) contiguous with
 // seqlen_q_pad = seqlen_q rounded up to 64, written by the preprocess kernel
-// (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing); dq_accum
-// is float32 (batch, heads, seqlen_q, dim) contiguous and zeroed by the
-// caller (CTAs of different key blocks add into it).
+// (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing);
+// dq_accum is float32 (batch, heads, seqlen_q_pad / 64, 64 * dim), zeroed by
+// the caller: one contiguous chunk per 64-row query block, in the dQ MMA's
+// register order (the kernel adds whole chunks with one bulk reduce each;
+// the postprocess kernel undoes the order, scales and writes dq).
 #pragma once
 
 #include <cstdint>
@@ -22,12 +24,14 @@ struct cd42_attn_bwd_args {
   const float* dsum;      // rowsum(dO * O), padded
   float* dq_accum;
   int32_t* dq_semaphore;  // deterministic configs: (batch, heads_q, ceil(seqlen_q / 64)) zeroed int32, else null
+  void* dq;
   void* dk;
   void* dv;
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t k_batch_stride, k_row_stride, k_head_stride;
   int64_t v_batch_stride, v_row_stride, v_head_stride;
   int64_t do_batch_stride, do_row_stride, do_head_stride;
+  int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
   int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
   int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
   int32_t batch, heads_q, heads_kv;

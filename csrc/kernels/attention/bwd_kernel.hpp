@@ -15,7 +15,9 @@
 
 namespace cd42::attn {
 
-constexpr int kBwdBarrierdS = 0;  // named barrier over both consumer warpgroups
+constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile written / read
+constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
+constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
 
 // Query blocks [m_min, m_max) whose rows can see a key of block n_block.
 template <class T>
@@ -128,6 +130,55 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
   pipe_q.producer_tail(q_state);
 }
 
+// Warp 1 of the producer warpgroup: adds each query block's dQ tile from
+// shared memory into the float32 accumulator with one bulk reduce (async
+// proxy, whole 128-byte lines at L2), in the consumers' step order.
+template <class T>
+CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss) {
+  auto const& a = p.args;
+  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const group = a.heads_q / a.heads_kv;
+  int const m_blocks = a.seqlen_q_pad / T::kBlockM;
+  bool const leader = cute::elect_one_sync();
+  BwdBlockRange<T> range(a, n_block);
+  int const steps = group * (range.m_max - range.m_min);
+  constexpr int kThreads = T::kConsumerThreads + T::kdQWriterThreads;
+  if (steps > 0) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);  // starts empty
+  int step = 0;
+  CUTE_NO_UNROLL
+  for (int g = 0; g < group; ++g) {
+    int64_t const bh = int64_t(batch) * a.heads_q + head_kv * group + g;
+    CUTE_NO_UNROLL
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull);
+      if (leader) {
+        float* dst = a.dq_accum + (bh * m_blocks + m) * (T::kBlockM * T::kHeadDim);
+        int* sem = nullptr;
+        int turn = 0;
+        if constexpr (T::kDeterministic) {  // the key blocks before this one have added
+          sem = a.dq_semaphore + bh * m_blocks + m;
+          turn = dq_turn<T>(a, n_block, m);
+          while (ld_acquire(sem) != turn) __nanosleep(64);
+        }
+        uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ);
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                     :: "l"(dst), "r"(src), "r"(T::kdQBytes) : "memory");
+        cute::tma_store_arrive();
+        if constexpr (T::kDeterministic) {  // the adds are complete and visible before the next turn
+          asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+          asm volatile("fence.proxy.async.global;" ::: "memory");
+          st_release(sem, turn + 1);
+        } else {
+          cute::tma_store_wait<0>();  // the tile has been read: smem may be reused
+        }
+      }
+      __syncwarp();
+      if (++step < steps) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);
+    }
+  }
+  if (leader) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // complete before the CTA exits
+}
+
 template <class T>
 CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedStorage& ss,
                               typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q) {
@@ -193,8 +244,6 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
 
   BwdBlockRange<T> range(a, n_block);
   for (int g = 0; g < group; ++g) {
-    int const head = head_kv * group + g;
-    int64_t const bh = int64_t(batch) * a.heads_q + head;
     for (int m = range.m_min; m < range.m_max; ++m) {
       int const m0 = m * T::kBlockM;
       pipe_q.consumer_wait(q_state);
@@ -294,33 +343,20 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       pipe_q.consumer_release(q_state);
       ++q_state;
 
-      // dQ (unscaled) into the float32 accumulator; rows past seqlen_q skipped.
-      Tensor gdQ = make_tensor(make_gmem_ptr(a.dq_accum + (bh * a.seqlen_q + m0) * T::kHeadDim),
-                               Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}, Stride<Int<T::kHeadDim>, _1>{});
-      auto thr_dq_now = mma_dq.get_thread_slice(fresh_tidx());
-      Tensor tdQgdQ = thr_dq_now.partition_C(gdQ);
-      Tensor tdQcdQ = thr_dq_now.partition_C(make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
-      int* sem = nullptr;
-      int turn = 0;
-      if constexpr (T::kDeterministic) {  // wait until the key blocks before this one have added
-        sem = a.dq_semaphore + bh * ((a.seqlen_q + T::kBlockM - 1) / T::kBlockM) + m;
-        turn = dq_turn<T>(a, n_block, m);
-        if (tidx == 0) {
-          // (No trap on a time-out: any trap in this loop makes ptxas spill the
-          // whole dQ accumulator; the tests run under a wall-clock limit.)
-          while (ld_acquire(sem) != turn) __nanosleep(64);
+      // dQ (unscaled) to the shared tile as float4s in register order
+      // (chunk c of thread t at float4 index c * threads + t: a warp's
+      // stores are contiguous), once the writer warp has read the last one.
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQEmpty);
+      {
+        float4* sdQ = reinterpret_cast<float4*>(ss.dQ) + fresh_tidx();
+        CUTE_UNROLL
+        for (int c = 0; c < T::kdQPerThread / 4; ++c) {
+          sdQ[c * T::kConsumerThreads] =
+              make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3));
         }
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
       }
-      CUTE_UNROLL
-      for (int i = 0; i < size(tdQrdQ); ++i) {
-        if (m0 + get<0>(tdQcdQ(i)) < a.seqlen_q) atomicAdd(&tdQgdQ(i), tdQrdQ(i));
-      }
-      if constexpr (T::kDeterministic) {  // every thread's adds are visible before the next turn starts
-        __threadfence();
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
-        if (tidx == 0) st_release(sem, turn + 1);
-      }
+      cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
+      cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQFull);
     }
   }
 
@@ -371,6 +407,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
     if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q);
+    if (warp_idx == 1) bwd_dq_writer<T>(p, ss);
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     bwd_consumer<T>(p, ss, pipe_kv, pipe_q);
@@ -401,6 +438,37 @@ __global__ void attn_bwd_preprocess_kernel(cd42_attn_bwd_pre_args const a) {
     a.dsum[warp] = s;
     a.lse_log2[warp] = r < a.seqlen_q ? a.lse[(int64_t(b) * a.heads + h) * a.seqlen_q + r] * 1.4426950408889634f
                                       : INFINITY;
+  }
+}
+
+// dq = softmax_scale * dQ accumulator, from the per-query-block chunks in
+// the dQ MMA's register order (the same TiledMma partition as the main
+// kernel, so the two cannot disagree); one CTA of 256 threads per chunk.
+template <class T>
+__global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kernel(cd42_attn_bwd_args const a) {
+  using namespace cute;
+  using Element = typename T::Element;
+  int const m = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
+  int const tidx = threadIdx.x;
+  int const m_blocks = a.seqlen_q_pad / T::kBlockM;
+  float4 const* src = reinterpret_cast<float4 const*>(
+      a.dq_accum + ((int64_t(batch) * a.heads_q + head) * m_blocks + m) * (T::kBlockM * T::kHeadDim)) + tidx;
+  typename T::TiledMmadQ mma_dq;
+  Tensor tdQcdQ = mma_dq.get_thread_slice(tidx).partition_C(
+      make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
+  static_assert(decltype(size(tdQcdQ))::value == T::kdQPerThread, "one register-order chunk per thread");
+  Element* dq = static_cast<Element*>(a.dq) + int64_t(batch) * a.dq_batch_stride + int64_t(head) * a.dq_head_stride;
+  CUTE_UNROLL
+  for (int c = 0; c < T::kdQPerThread / 4; ++c) {
+    float4 const v = src[c * T::kConsumerThreads];
+    float const vals[4] = {v.x, v.y, v.z, v.w};
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      int const row = m * T::kBlockM + get<0>(tdQcdQ(4 * c + j));
+      if (row < a.seqlen_q) {
+        dq[int64_t(row) * a.dq_row_stride + get<1>(tdQcdQ(4 * c + j))] = static_cast<Element>(vals[j] * a.softmax_scale);
+      }
+    }
   }
 }
 

@@ -61,6 +61,17 @@ int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) 
   return check_launch("attn_bwd_preprocess launch");
 }
 
+template <class T>
+int launch_bwd_postprocess(cd42_attn_bwd_args const& a, cudaStream_t stream) {
+  if (a.batch <= 0 || a.heads_q <= 0 || a.seqlen_q <= 0 || a.seqlen_q_pad % T::kBlockM != 0 ||
+      a.seqlen_q_pad < a.seqlen_q || a.dq == nullptr) {
+    return set_error(kBadArgument, "attn_bwd_postprocess: bad sizes");
+  }
+  dim3 grid(unsigned(a.seqlen_q_pad / T::kBlockM), unsigned(a.heads_q), unsigned(a.batch));
+  attn_bwd_postprocess_kernel<T><<<grid, T::kConsumerThreads, 0, stream>>>(a);
+  return check_launch("attn_bwd_postprocess launch");
+}
+
 }  // namespace cd42::attn
 
 #define CD42_DEFINE_ATTN_BWD_EXPORTS(Traits)                                                     \
@@ -69,6 +80,9 @@ int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) 
   }                                                                                              \
   CD42_EXPORT int cd42_attn_bwd_preprocess_launch(cd42_attn_bwd_pre_args const* args, void* stream) { \
     return cd42::attn::launch_bwd_preprocess<Traits>(*args, static_cast<cudaStream_t>(stream));  \
+  }                                                                                              \
+  CD42_EXPORT int cd42_attn_bwd_postprocess_launch(cd42_attn_bwd_args const* args, void* stream) { \
+    return cd42::attn::launch_bwd_postprocess<Traits>(*args, static_cast<cudaStream_t>(stream)); \
   }                                                                                              \
   CD42_EXPORT int cd42_attn_bwd_smem_bytes() { return Traits::kSmemBytes; }                     \
   CD42_EXPORT int cd42_attn_bwd_args_size() { return int(sizeof(cd42_attn_bwd_args)); }             \

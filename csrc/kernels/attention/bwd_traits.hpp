@@ -12,8 +12,11 @@
 //   dV  += P^T dO         RS wgmma 64 x D x M (P^T from registers)
 //   dK  += dS^T Q         RS wgmma 64 x D x M (dS^T from registers)
 //   dQ   = dS K           SS wgmma M x D/2 x N, dS^T through shared memory,
-//                         each warpgroup one half of D; added to a float32
-//                         accumulator in global memory with atomics.
+//                         each warpgroup one half of D; the fp32 tile goes
+//                         to shared memory and one warp of the producer
+//                         warpgroup adds it to the global accumulator with
+//                         a single bulk reduce (cp.reduce.async.bulk), so the
+//                         consumers never wait on global atomics.
 // Transposed operands (dO^T, Q^T, K^T, dS) are views of the same shared
 // buffers through a transposing composition, as FlashAttention-3 does.
 #pragma once
@@ -103,6 +106,8 @@ struct BwdTraits {
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> K;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> V;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutdSt>> dS;
+    // dQ tile in register order (thread-interleaved float4s), the source of the bulk reduce.
+    alignas(128) float dQ[kBlockM * kHeadDim];
     alignas(16) float lse_log2[kStages][kBlockM];  // bulk-copied with Q / dO
     alignas(16) float dsum[kStages][kBlockM];
     typename PipelineKV::SharedStorage pipe_kv;
@@ -110,6 +115,11 @@ struct BwdTraits {
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "backward config exceeds 227 KB of shared memory");
+
+  static constexpr int kdQPerThread = kBlockM * kHeadDim / kConsumerThreads;  // fp32 values of the dQ tile
+  static_assert(kdQPerThread % 4 == 0, "dQ tile is moved as float4s");
+  static constexpr uint32_t kdQBytes = uint32_t(kBlockM * kHeadDim * sizeof(float));
+  static constexpr int kdQWriterThreads = 32;  // warp 1 of the producer warpgroup
 
   static constexpr uint32_t kRowStatBytes = uint32_t(kBlockM * sizeof(float));
   static constexpr uint32_t kQdOBytes = uint32_t(2 * kBlockM * kHeadDim * sizeof(Element)) + 2 * kRowStatBytes;

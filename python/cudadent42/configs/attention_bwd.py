@@ -52,7 +52,8 @@ class AttnBwdConfig:
         q = round_up(BLOCK_M * self.head_dim * self.stages * 2, 1024)
         kv = round_up(BLOCK_N * self.head_dim * 2, 1024)
         ds = round_up(BLOCK_N * BLOCK_M * 2, 1024)
-        return round_up(2 * q + 2 * kv + ds + 2 * self.stages * BLOCK_M * 4 + 16 * self.stages + 64, 1024)
+        dq = BLOCK_M * self.head_dim * 4  # fp32 dQ tile for the bulk reduce
+        return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * BLOCK_M * 4 + 16 * self.stages + 64, 1024)
 
     def validate(self) -> "AttnBwdConfig":
         problems = []

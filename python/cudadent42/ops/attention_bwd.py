@@ -22,9 +22,9 @@ from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
 class _BwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_bwd_args (csrc/kernels/attention/bwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore", "dk",
-                                         "dv")]
-        + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dk", "dv")
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore", "dq",
+                                         "dk", "dv")]
+        + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dq", "dk", "dv")
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
                                          "window_left", "window_right")]
@@ -57,7 +57,9 @@ def _launcher(cfg: AttnBwdConfig):
                                    "in Python (bwd_args.h and ops/attention_bwd.py disagree)")
         hit = (kernel,
                kernel.fn("cd42_attn_bwd_preprocess_launch", ctypes.c_int, [ctypes.POINTER(_PreArgs), ctypes.c_void_p]),
-               kernel.fn("cd42_attn_bwd_launch", ctypes.c_int, [ctypes.POINTER(_BwdArgs), ctypes.c_void_p]))
+               kernel.fn("cd42_attn_bwd_launch", ctypes.c_int, [ctypes.POINTER(_BwdArgs), ctypes.c_void_p]),
+               kernel.fn("cd42_attn_bwd_postprocess_launch", ctypes.c_int,
+                         [ctypes.POINTER(_BwdArgs), ctypes.c_void_p]))
         _launchers[cfg] = hit
     return hit
 
@@ -101,7 +103,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     lse = lse.contiguous()
     if B == 0 or Sq == 0 or Sk == 0 or H == 0:  # no scores: every gradient is zero
         return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
-    # Fully written below: dq by the postprocess, dk/dv for every key by the kernel.
+    # Fully written below: dq by the postprocess kernel, dk/dv for every key by the main kernel.
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
@@ -121,11 +123,11 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
 
         cfg = select("attn-bwd", gpu_name(q.device), dtype=dtype, head_dim=D, mask=mask,
                      deterministic=bool(deterministic), seqlen=Sq)
-    kernel, pre_launch, launch = _launcher(cfg)
+    kernel, pre_launch, launch, post_launch = _launcher(cfg)
     pad = (Sq + 63) // 64 * 64
     dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
     lse_log2 = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
-    dq_accum = torch.zeros(B, H, Sq, D, dtype=torch.float32, device=q.device)
+    dq_accum = torch.zeros(B, H, pad // 64, 64 * D, dtype=torch.float32, device=q.device)  # see bwd_args.h
     sem = torch.zeros(B, H, pad // 64, dtype=torch.int32, device=q.device) if deterministic else None
     stream = stream_handle(q.device)
 
@@ -138,10 +140,10 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
 
     a = _BwdArgs()
     a.q, a.k, a.v, a.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr()
-    a.lse_log2, a.dsum, a.dq_accum, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
-                                                  dk.data_ptr(), dv.data_ptr())
+    a.lse_log2, a.dsum, a.dq_accum, a.dq, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
+                                                        dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
     a.dq_semaphore = sem.data_ptr() if sem is not None else None
-    for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dk", dk), ("dv", dv)):
+    for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dq", dq), ("dk", dk), ("dv", dv)):
         _strides(a, prefix, t)
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
     a.window_left, a.window_right = left, right
@@ -149,8 +151,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     with kernel_range(cfg.name):
         check_rc(pre_launch(ctypes.byref(pa), stream), kernel, "attention backward preprocess")
         check_rc(launch(ctypes.byref(a), stream), kernel, "attention backward")
-    # dQ postprocess: the kernel accumulates dS K unscaled in float32, (B, H, Sq, D).
-    dq.copy_((dq_accum * scale).transpose(1, 2))
+        check_rc(post_launch(ctypes.byref(a), stream), kernel, "attention backward dQ postprocess")
     return dq, dk, dv
 
 
