@@ -162,7 +162,6 @@ def main():
         if not hopper_available():
             print("no sm_90 GPU here: cudadent42 attention cannot run; use --impls sdpa for a smoke test")
             return 2
-        os.environ.setdefault("CUDADENT42_EXPERIMENTAL_BWD", "1")  # the run is the backward's proof
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     torch.manual_seed(0)
     init_state = GPT(args.vocab, args.d_model, args.layers, args.heads, args.kv_heads, "sdpa").state_dict()

@@ -68,6 +68,11 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   timeout ${BENCH_TIMEOUT:-300} python3 -m cudadent42 bench --json "$OUT/bench.json" --png "$OUT/attn_fwd.png" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
 fi
 
+if [ -n "${TRAIN:-}" ]; then
+  step "training run (benchmarks/train_gpt.py ${TRAIN_ARGS:-})"
+  timeout ${TRAIN_TIMEOUT:-300} python3 benchmarks/train_gpt.py --out "$OUT" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
+fi
+
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
 done 2>&1 | tee "$OUT/ptxas_summary.log"

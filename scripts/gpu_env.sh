@@ -9,3 +9,6 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+# Kernels compiled on the CPU machine (scripts/prebuild_cache.py), carried
+# as .prebuilt/: seed the cache so the device does not compile them again.
+if [ -d .prebuilt ]; then mkdir -p "$CUDADENT42_CACHE_DIR" && cp -rn .prebuilt/. "$CUDADENT42_CACHE_DIR"/; fi

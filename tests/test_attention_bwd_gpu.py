@@ -8,6 +8,7 @@ import torch
 
 from cudadent42 import flash_attn_func
 from cudadent42.configs.attention_bwd import AttnBwdConfig
+from cudadent42.configs.heuristics_sm90 import attn_fwd_config
 from cudadent42.ops.attention_bwd import attn_bwd
 
 from tolerance import assert_close_to_ref
@@ -16,7 +17,10 @@ pytestmark = pytest.mark.gpu
 
 PREBUILD = ([AttnBwdConfig(dtype=dt, head_dim=d, mask=m) for dt in ("bf16", "fp16") for d in (64, 96, 128)
              for m in ("none", "causal", "local")]
-            + [AttnBwdConfig(head_dim=128, mask=m, deterministic=True) for m in ("none", "causal", "local")])
+            + [AttnBwdConfig(head_dim=128, mask=m, deterministic=True) for m in ("none", "causal", "local")]
+            # the forwards these tests run first
+            + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
+            + [attn_fwd_config("fp16", 64, "causal", False, False)])
 
 
 def rand(*shape, dtype=torch.bfloat16):
@@ -97,12 +101,7 @@ def test_bwd_fp16_and_fully_masked_rows():
     assert torch.all(dq[:, :200] == 0)
 
 
-@pytest.fixture
-def experimental_bwd(monkeypatch):
-    monkeypatch.setenv("CUDADENT42_EXPERIMENTAL_BWD", "1")
-
-
-def test_autograd_through_flash_attn_func(experimental_bwd):
+def test_autograd_through_flash_attn_func():
     q, k, v = (rand(2, s, h, 128).requires_grad_() for s, h in ((333, 8), (444, 2), (444, 2)))
     out = flash_attn_func(q, k, v, causal=True)
     dout = torch.randn_like(out)
@@ -113,7 +112,7 @@ def test_autograd_through_flash_attn_func(experimental_bwd):
         assert_close_to_ref(t.grad, r, lp, name)
 
 
-def test_backward_op_opcheck(experimental_bwd):
+def test_backward_op_opcheck():
     q, k, v = rand(2, 100, 4, 64), rand(2, 130, 2, 64), rand(2, 130, 2, 64)
     out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
     args = (torch.randn_like(out), q, k, v, out, lse, 0.125, 1 << 30, 0, "causal")
@@ -126,7 +125,7 @@ def test_backward_op_opcheck(experimental_bwd):
                           test_utils=("test_schema", "test_autograd_registration", "test_aot_dispatch_dynamic"))
 
 
-def test_compile_fullgraph_forward_and_backward(experimental_bwd):
+def test_compile_fullgraph_forward_and_backward():
     def block(x, wq):
         q = (x @ wq).view(x.shape[0], x.shape[1], 4, 64)
         return flash_attn_func(q, q, q, causal=True).flatten(2) + x
@@ -153,3 +152,39 @@ def test_deterministic_mode_is_bitwise_reproducible(mask):
     lowp = ref_grads(q, k, v, dout, causal, window, upcast=False)
     for name, got, r, lp in zip(("dq", "dk", "dv"), first, ref, lowp):
         assert_close_to_ref(got, r, lp, f"deterministic {name}")
+
+
+def test_compiled_block_forward_and_backward_in_a_cuda_graph():
+    # A GQA attention block compiled with fullgraph=True, its forward and
+    # backward captured in one CUDA graph, replayed on new input: the graph's
+    # gradients equal an eager step's on that input.
+    from cudadent42.layers import MultiheadAttention
+
+    torch.manual_seed(0)
+    block = MultiheadAttention(256, n_heads=4, n_kv_heads=2, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(block, fullgraph=True)
+    x = rand(2, 200, 256)
+
+    def step():
+        compiled(x).float().square().mean().backward()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (JIT loads, compilation) outside the capture
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    block.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    x.copy_(rand(2, 200, 256))
+    for p in block.parameters():
+        p.grad.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    replayed = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad(set_to_none=True)
+    block(x).float().square().mean().backward()
+    for got, want in zip(replayed, (p.grad for p in block.parameters())):
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)

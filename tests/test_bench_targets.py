@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from cudadent42.bench.targets import check_targets, format_targets
+from cudadent42.bench.targets import BWD_TARGETS, check_targets, format_targets
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results_h100_v4_attn_fwd.json"
 
@@ -19,8 +19,18 @@ def test_targets_on_the_recorded_h100_run():
 
 
 def test_targets_pass_when_every_ratio_is_high():
-    rows = [dict(head_dim=d, causal=c, seqlen=s, vs_cudnn=1.2, vs_fa2=2.0)
+    rows = [dict(head_dim=d, causal=c, seqlen=s, ours_tflops=500.0, vs_cudnn=1.2, vs_fa2=2.0)
             for d in (64, 128, 256) for c in (False, True) for s in (512, 4096)]
     assert all(met for _, met, _ in check_targets(rows))
     rows[0]["vs_cudnn"] = float("nan")  # an anchor that refused the shape is not counted
     assert all(met for _, met, _ in check_targets(rows))
+
+
+def test_backward_targets_fail_unsupported_cells():
+    nan = float("nan")
+    rows = [dict(head_dim=d, causal=False, seqlen=4096, ours_tflops=t, vs_cudnn=t / 400, vs_fa2=t / 250)
+            for d, t in ((64, 420.0), (128, 450.0), (256, nan))]
+    res = {desc: (met, failing) for desc, met, failing in check_targets(rows, BWD_TARGETS)}
+    assert res[">= 0.90x cuDNN, D=64/128, S >= 4096"] == (True, [])
+    assert res[">= 1.0x cuDNN, D=256, S >= 2048"] == (False, ["D=256 full S=4096: not supported"])
+    assert not res[">= 1.4x FLASH_ATTENTION, S >= 2048"][0]

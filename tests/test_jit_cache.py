@@ -357,3 +357,19 @@ def test_failed_build_is_not_retried_in_process(tmp_path, monkeypatch):
     with pytest.raises(jit_cache.BuildError):
         jit_cache.load(Broken())
     assert calls == ["broken_probe"]
+
+
+def test_digest_does_not_depend_on_the_checkout_location(cdir, monkeypatch, tmp_path):
+    # csrc/ enters the key by content, so a cache built in one checkout is
+    # valid in a copy of it elsewhere (e.g. carried to the GPU machine).
+    import shutil
+
+    from cudadent42.jit import toolchain
+
+    base = digest(Spec())
+    copy = tmp_path / "elsewhere" / "csrc"
+    shutil.copytree(toolchain.csrc_dir(), copy)
+    monkeypatch.setattr(toolchain, "csrc_dir", lambda: copy)
+    assert digest(Spec()) == base
+    (copy / "extra.hpp").write_text("// a new header\n")
+    assert digest(Spec()) != base

@@ -55,8 +55,7 @@ def test_sdpa_path_is_causal():
 
 
 @pytest.mark.gpu
-def test_cudadent42_path_matches_sdpa_forward_and_backward(monkeypatch):
-    monkeypatch.setenv("CUDADENT42_EXPERIMENTAL_BWD", "1")
+def test_cudadent42_path_matches_sdpa_forward_and_backward():
     torch.manual_seed(0)
     ours = MultiheadAttention(1024, n_heads=16, n_kv_heads=4, device="cuda", dtype=torch.bfloat16)
     ref = MultiheadAttention(1024, n_heads=16, n_kv_heads=4, attn_impl="sdpa", device="cuda", dtype=torch.bfloat16)

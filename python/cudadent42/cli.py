@@ -115,29 +115,35 @@ def _bench(args) -> int:
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; torch {torch.__version__}")
     warm_up_gpu()
-    print("GEMM (bf16, fp32 accumulate) vs torch.matmul (cuBLAS), same run:")
-    print(HEADER)
-    results = {"card": card, "gemm": run_gemm_bench()}
-    print("\nAttention forward (bf16, B*S=16384, H*D=2048) vs SDPA cuDNN / FLASH_ATTENTION, same run:")
-    print(attn_bench.HEADER)
-    seqlens = (4096, 16384) if args.quick else attn_bench.SEQLENS
-    results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens)
-    from .bench.targets import check_targets, format_targets
+    from .bench.targets import BWD_TARGETS, check_targets, format_targets
 
-    print("\nAttention forward targets (issue: FA3-class forward):")
-    print(format_targets(check_targets(results["attn_fwd"])))
-    if args.bwd:
+    parts = set(args.only.split(",")) if args.only else {"gemm", "fwd"} | ({"bwd"} if args.bwd else set())
+    results = {"card": card}
+    seqlens = (4096, 16384) if args.quick else attn_bench.SEQLENS
+    if "gemm" in parts:
+        print("GEMM (bf16, fp32 accumulate) vs torch.matmul (cuBLAS), same run:")
+        print(HEADER)
+        results["gemm"] = run_gemm_bench()
+    if "fwd" in parts:
+        print("\nAttention forward (bf16, B*S=16384, H*D=2048) vs SDPA cuDNN / FLASH_ATTENTION, same run:")
+        print(attn_bench.HEADER)
+        results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens)
+        print("\nAttention forward targets (issue: FA3-class forward):")
+        print(format_targets(check_targets(results["attn_fwd"])))
+    if "bwd" in parts:
         from .bench import attention_bwd as bwd_bench
 
         print("\nAttention backward (bf16, TFLOP/s = 2.5 x forward FLOPs / time) vs SDPA cuDNN / FLASH_ATTENTION:")
         print(attn_bench.HEADER)
         results["attn_bwd"] = bwd_bench.run_attention_bwd_bench(seqlens=seqlens)
+        print("\nAttention backward targets (issue: backward and training integration):")
+        print(format_targets(check_targets(results["attn_bwd"], BWD_TARGETS)))
         results["training_call"] = bwd_bench.training_call_ms()
         results["deterministic"] = bwd_bench.deterministic_cost()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    if args.png:
+    if args.png and "attn_fwd" in results:
         attn_bench.plot(results["attn_fwd"], args.png)
     return 0
 
@@ -234,7 +240,9 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
-    be.add_argument("--bwd", action="store_true", help="also the attention backward (experimental v1 kernel)")
+    be.add_argument("--bwd", action="store_true", help="also the attention backward")
+    be.add_argument("--only", default=None, help="comma list of parts to run: gemm, fwd, bwd (default: gemm,fwd "
+                    "and bwd with --bwd)")
     for name, desc in (("sweep", "build and time a config space on one problem"),
                        ("tune", "sweep, then record the winner in the tuned table")):
         sp = sub.add_parser(name, help=desc)

@@ -12,6 +12,7 @@
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "kernels/attention/bwd_traits.hpp"
+#include "kernels/attention/softmax.hpp"  // fast_exp2
 
 namespace cd42::attn {
 
@@ -248,9 +249,8 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       int const m0 = m * T::kBlockM;
       pipe_q.consumer_wait(q_state);
       int const stage = q_state.index();
-      // S^T = K Q^T, then P^T; only then dP^T = V dO^T, so S^T and dP^T are
-      // never live together next to the dK/dV accumulators (at D=128 that
-      // would spill). The other warpgroup's GEMMs fill the gap.
+      // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
+      // from S^T while the tensor cores still work on dP^T.
       mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
       warpgroup_fence_operand(tSrS);
       warpgroup_arrive();
@@ -260,7 +260,16 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
         mma_sdp.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
-      warpgroup_wait<0>();
+      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
+      warpgroup_fence_operand(tdPrdP);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdPrV); ++kb) {
+        cute::gemm(mma_sdp, tdPrV(_, _, kb), tdPrdO(_, _, kb, stage), tdPrdP);
+        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<1>();  // S^T
       warpgroup_fence_operand(tSrS);
       // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =
       // +inf (padding), so their P is 0 without a test.
@@ -277,18 +286,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
           int const row = m0 + r;
           ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
         }
-        tSrS(i) = ok ? exp2f(tSrS(i) * p.scale_log2 - s_lse[r]) : 0.f;
+        tSrS(i) = ok ? fast_exp2(tSrS(i) * p.scale_log2 - s_lse[r]) : 0.f;
         tdVrP(i) = static_cast<Element>(tSrS(i));
       }
-      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
-      warpgroup_fence_operand(tdPrdP);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tdPrV); ++kb) {
-        cute::gemm(mma_sdp, tdPrV(_, _, kb), tdPrdO(_, _, kb, stage), tdPrdP);
-        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
       Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
@@ -313,7 +313,11 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       cutlass::arch::fence_view_async_shared();
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
 
-      // dV += P^T dO, dK += dS^T Q, dQ = dS K. The register A operands are
+      // dQ = dS K first (its own commit group), then dV += P^T dO and
+      // dK += dS^T Q: only dQ is waited for here; dV/dK retire during the
+      // dQ store. (Letting them run on into the next step's S^T/dP^T keeps
+      // P^T and dS^T live next to S^T and dP^T: ptxas serializes the
+      // wgmmas for lack of registers at D=128.) The register A operands are
       // fenced too, or ptxas injects warpgroup.arrive between the wgmmas (C7519).
       warpgroup_fence_operand(tdVrP);
       warpgroup_fence_operand(tdKrdS);
@@ -321,6 +325,13 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       warpgroup_fence_operand(tdKrdK);
       warpgroup_fence_operand(tdQrdQ);
       warpgroup_arrive();
+      mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
+        cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
+        mma_dq.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tdVrP); ++kb) {
         cute::gemm(mma_dkv, tdVrP(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
@@ -329,19 +340,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       for (int kb = 0; kb < size<2>(tdKrdS); ++kb) {
         cute::gemm(mma_dkv, tdKrdS(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
       }
-      mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
-        cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
-        mma_dq.accumulate_ = GMMA::ScaleOut::One;
-      }
       warpgroup_commit_batch();
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tdVrdV);
-      warpgroup_fence_operand(tdKrdK);
+      warpgroup_wait<1>();
       warpgroup_fence_operand(tdQrdQ);
-      pipe_q.consumer_release(q_state);
-      ++q_state;
 
       // dQ (unscaled) to the shared tile as float4s in register order
       // (chunk c of thread t at float4 index c * threads + t: a warp's
@@ -357,6 +358,11 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       }
       cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
       cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQFull);
+      warpgroup_wait<0>();  // dV, dK: their A operands are rewritten next step, their B is this stage
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      pipe_q.consumer_release(q_state);
+      ++q_state;
     }
   }
 

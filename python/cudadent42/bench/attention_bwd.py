@@ -66,7 +66,6 @@ def training_call_ms(log=print) -> dict:
     heads, 8 KV heads, D=128, causal): ours through autograd vs SDPA cuDNN."""
     from .. import flash_attn_func
 
-    os.environ.setdefault("CUDADENT42_EXPERIMENTAL_BWD", "1")  # the benchmark measures the v1 kernel
     B, S, H, HKV, D = 4, 4096, 32, 8, 128
     q = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k, v = (torch.randn(B, S, HKV, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))

@@ -78,9 +78,18 @@ def _hash_tree(h, root: Path) -> None:
         h.update(p.read_bytes() + b"\0")
 
 
+def _relocatable_flags() -> list[str]:
+    # The csrc/ and CUTLASS include directories enter the key by content
+    # (the csrc tree hash, the CUTLASS version), not by where they live, so
+    # a cache built in one checkout is valid in another with the same sources.
+    own = {f"-I{toolchain.csrc_dir()}": "-I<csrc>"}
+    own.update({f"-I{d}": f"-I<cutlass:{i}>" for i, d in enumerate(toolchain.cutlass_include_dirs())})
+    return [own.get(f, f) for f in toolchain.nvcc_flags()]
+
+
 def digest(spec) -> str:
     h = hashlib.sha256()
-    parts = (f"format={CACHE_FORMAT}", spec.key(), spec.render(), "\0".join(toolchain.nvcc_flags()),
+    parts = (f"format={CACHE_FORMAT}", spec.key(), spec.render(), "\0".join(_relocatable_flags()),
              toolchain.nvcc_version(), toolchain.cutlass_version())
     for part in parts:
         h.update(part.encode() + b"\0\1")  # separator: no ambiguity between adjacent parts

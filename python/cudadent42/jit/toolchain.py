@@ -30,7 +30,6 @@ ENV_VARS: dict[str, str] = {
     "CUDADENT42_AUTOTUNE_POINTS": "Configs in that first-use sweep (default 8).",
     "CUDADENT42_AUTOTUNE_BUDGET_S": "Seconds of timing in that first-use sweep (default 120).",
     "CUDADENT42_NVTX": "1 = an NVTX range named after the config around every launch.",
-    "CUDADENT42_EXPERIMENTAL_BWD": "1 = let autograd use the attention backward v1 kernel (not yet GPU-validated).",
 }
 
 MIN_NVCC = (12, 8)  # sm_90a wgmma needs 12.3; 12.8 is what the kernels are tested with

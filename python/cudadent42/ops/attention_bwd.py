@@ -1,10 +1,9 @@
 """Attention backward (v1 kernel: csrc/kernels/attention/bwd_*).
 
 `attn_bwd` computes dq, dk, dv from the forward's inputs, output and LSE.
-It is not wired into autograd yet: the forward ops keep raising on backward
-until the GPU tests of this function pass on an H100 (tests/
-test_attention_bwd_gpu.py), so no caller can get an unverified gradient.
-Scope of v1: dense (non-varlen) inputs, head dims 64/96/128, masks none /
+It is the autograd backward of the forward op (flash_attn_func,
+flash_attn_varlen_func, scaled_dot_product_attention), checked against fp32
+autograd on an H100 by tests/test_attention_bwd_gpu.py. Scope: dense (non-varlen) inputs, head dims 64/96/128, masks none /
 causal / sliding window, no softcap; GQA/MQA reduce dK/dV inside the kernel.
 """
 from __future__ import annotations
@@ -158,7 +157,6 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
 # ---------------------------------------------------------------- autograd
 # The backward op is a custom op of its own (fake impl below), so
 # torch.compile traces the forward+backward graph without breaks.
-EXPERIMENTAL_ENV = "CUDADENT42_EXPERIMENTAL_BWD"
 
 
 @torch.library.custom_op("cudadent42::attn_bwd", mutates_args=())
@@ -187,17 +185,10 @@ def setup_context(ctx, inputs, output):
 
 
 def backward(ctx, grad_out, grad_lse):
-    import os
-
-    if os.environ.get(EXPERIMENTAL_ENV, "") in ("", "0"):
-        raise NotImplementedError(
-            "cudadent42 attention backward: the v1 kernel exists but has not been validated on a GPU yet; "
-            f"set {EXPERIMENTAL_ENV}=1 to try it, or use torch.nn.functional.scaled_dot_product_attention "
-            "for training")
     q, k, v, out, lse = ctx.saved_tensors
     if ctx.varlen or ctx.softcap > 0 or q.shape[-1] not in BWD_HEAD_DIMS:
         raise NotImplementedError(
-            f"cudadent42 attention backward v1 supports dense inputs without softcap and head dims "
+            f"cudadent42 attention backward supports dense inputs without softcap and head dims "
             f"{BWD_HEAD_DIMS}; got varlen={ctx.varlen}, softcap={ctx.softcap}, head_dim={q.shape[-1]}")
     dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask,
                               ctx.deterministic)

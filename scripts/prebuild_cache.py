@@ -1,0 +1,33 @@
+"""Build kernel configs here (no GPU needed) into a cache directory that a
+GPU-machine call carries, so device time is not spent compiling. The cache
+key does not depend on the checkout's location (jit/cache.py), so entries
+built in this checkout are hits in the copy the GPU machine runs.
+
+  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, bwd-bench, fwd-bench)
+"""
+import os
+import sys
+import time
+
+out, sets = sys.argv[1], sys.argv[2].split(",")
+os.environ["CUDADENT42_CACHE_DIR"] = os.path.abspath(out)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from cudadent42.configs.attention_bwd import AttnBwdConfig  # noqa: E402
+from cudadent42.configs.heuristics_sm90 import attn_fwd_config  # noqa: E402
+from cudadent42.jit import build  # noqa: E402
+
+cfgs = []
+if "bwd" in sets:  # everything tests/test_attention_bwd_gpu.py runs
+    from test_attention_bwd_gpu import PREBUILD
+    cfgs += PREBUILD
+if "fwd-bench" in sets:
+    cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
+if "bwd-bench" in sets:
+    cfgs += [AttnBwdConfig(head_dim=d, mask=m) for d in (64, 128) for m in ("none", "causal")]
+cfgs = list(dict.fromkeys(cfgs))
+t = time.time()
+res = build(cfgs, progress=False)
+for r in res:
+    print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error[-800:])
+print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
