@@ -50,11 +50,22 @@ class MarkovStream:
         self.entropy_rate = float((stationary * ent).sum())  # nats/token: the loss floor
 
     def batch(self, batch: int, seqlen: int) -> torch.Tensor:
-        tok = torch.randint(self.vocab, (batch,), device=self.device, generator=self.gen)
-        out = torch.empty(batch, seqlen + 1, dtype=torch.long, device=self.device)
+        # Chains are sampled 64 batches at a time, in parallel: a chain is
+        # sequential in its length, so sampling one batch per training step
+        # would cost seqlen small kernel launches per step.
+        key = (batch, seqlen)
+        if getattr(self, "_key", None) != key or not self._pool:
+            self._key, self._pool = key, list(self._sample(64 * batch, seqlen + 1).split(batch))
+        return self._pool.pop(0)
+
+    def _sample(self, chains: int, length: int) -> torch.Tensor:
+        cum = self.probs.cumsum(1)  # inverse-CDF sampling with one uniform per position
+        u = torch.rand(chains, length, device=self.device, generator=self.gen)
+        out = torch.empty(chains, length, dtype=torch.long, device=self.device)
+        tok = torch.randint(self.vocab, (chains,), device=self.device, generator=self.gen)
         out[:, 0] = tok
-        for t in range(1, seqlen + 1):
-            tok = torch.multinomial(self.probs[tok], 1, generator=self.gen).squeeze(1)
+        for t in range(1, length):
+            tok = torch.searchsorted(cum[tok], u[:, t:t + 1]).squeeze(1).clamp_(max=self.vocab - 1)
             out[:, t] = tok
         return out
 
