@@ -13,8 +13,7 @@ out, sets = sys.argv[1], sys.argv[2].split(",")
 os.environ["CUDADENT42_CACHE_DIR"] = os.path.abspath(out)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from cudadent42.configs.attention_bwd import AttnBwdConfig  # noqa: E402
-from cudadent42.configs.heuristics_sm90 import attn_fwd_config  # noqa: E402
+from cudadent42.configs.heuristics_sm90 import attn_bwd_config, attn_fwd_config  # noqa: E402
 from cudadent42.jit import build  # noqa: E402
 
 cfgs = []
@@ -24,7 +23,7 @@ if "bwd" in sets:  # everything tests/test_attention_bwd_gpu.py runs
 if "fwd-bench" in sets:
     cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
 if "bwd-bench" in sets:
-    cfgs += [AttnBwdConfig(head_dim=d, mask=m) for d in (64, 128) for m in ("none", "causal")]
+    cfgs += [attn_bwd_config("bf16", d, m) for d in (64, 128) for m in ("none", "causal")]
 cfgs = list(dict.fromkeys(cfgs))
 t = time.time()
 res = build(cfgs, progress=False)

@@ -8,16 +8,17 @@ import torch
 
 from cudadent42 import flash_attn_func
 from cudadent42.configs.attention_bwd import AttnBwdConfig
-from cudadent42.configs.heuristics_sm90 import attn_fwd_config
+from cudadent42.configs.heuristics_sm90 import attn_bwd_config, attn_fwd_config
 from cudadent42.ops.attention_bwd import attn_bwd
 
 from tolerance import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
 
-PREBUILD = ([AttnBwdConfig(dtype=dt, head_dim=d, mask=m) for dt in ("bf16", "fp16") for d in (64, 96, 128)
-             for m in ("none", "causal", "local")]
-            + [AttnBwdConfig(head_dim=128, mask=m, deterministic=True) for m in ("none", "causal", "local")]
+MASKS = ("none", "causal", "local")
+PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in (64, 96, 128) for m in MASKS]
+            + [AttnBwdConfig(head_dim=64, mask=m) for m in MASKS]  # 64-row steps at D=64 (not the default)
+            + [attn_bwd_config("bf16", d, m, deterministic=True) for d in (64, 128) for m in MASKS]
             # the forwards these tests run first
             + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
             + [attn_fwd_config("fp16", 64, "causal", False, False)])
@@ -53,10 +54,11 @@ def ref_grads(q, k, v, dout, causal, window, upcast, scale=None):
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype))
 
 
-def check_bwd(q, k, v, causal=False, window=(-1, -1), scale=None, dout=None):
+def check_bwd(q, k, v, causal=False, window=(-1, -1), scale=None, dout=None, config=None):
     out, lse = flash_attn_func(q, k, v, causal=causal, window_size=window, softmax_scale=scale, return_lse=True)
     dout = torch.randn_like(out) if dout is None else dout
-    dq, dk, dv = attn_bwd(dout, q, k, v, out, lse, causal=causal, window_size=window, softmax_scale=scale)
+    dq, dk, dv = attn_bwd(dout, q, k, v, out, lse, causal=causal, window_size=window, softmax_scale=scale,
+                          config=config)
     torch.cuda.synchronize()
     ref = ref_grads(q, k, v, dout, causal, window, upcast=True, scale=scale)
     lowp = ref_grads(q, k, v, dout, causal, window, upcast=False, scale=scale)
@@ -77,6 +79,16 @@ def test_bwd_matches_reference(seqlens, mask, head_dim):
     q, k, v = rand(2, sq, 4, head_dim), rand(2, sk, 2, head_dim), rand(2, sk, 2, head_dim)
     window = (100, 7) if mask == "local" else (-1, -1)
     check_bwd(q, k, v, causal=mask == "causal", window=window)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("seqlens", SEQLENS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_bwd_64_row_steps_at_head_dim_64(seqlens, mask):
+    # The default at D=64 steps 128 query rows; the 64-row variant stays a valid (tunable) config.
+    sq, sk = seqlens
+    q, k, v = rand(2, sq, 4, 64), rand(2, sk, 2, 64), rand(2, sk, 2, 64)
+    window = (100, 7) if mask == "local" else (-1, -1)
+    check_bwd(q, k, v, causal=mask == "causal", window=window, config=AttnBwdConfig(head_dim=64, mask=mask))
 
 
 @pytest.mark.parametrize("heads", [(8, 8), (8, 1), (16, 2)], ids=lambda h: f"{h[0]}q{h[1]}kv")
@@ -137,9 +149,10 @@ def test_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(compiled_grad, eager_grad, atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("mask", ["none", "causal", "local"])
-def test_deterministic_mode_is_bitwise_reproducible(mask):
-    q, k, v = rand(2, 700, 8, 128), rand(2, 900, 2, 128), rand(2, 900, 2, 128)
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("mask", MASKS)
+def test_deterministic_mode_is_bitwise_reproducible(mask, head_dim):
+    q, k, v = rand(2, 700, 8, head_dim), rand(2, 900, 2, head_dim), rand(2, 900, 2, head_dim)
     causal, window = mask == "causal", ((200, 30) if mask == "local" else (-1, -1))
     out, lse = flash_attn_func(q, k, v, causal=causal, window_size=window, return_lse=True)
     dout = torch.randn_like(out)

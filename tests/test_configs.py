@@ -74,8 +74,14 @@ def test_attn_bwd_config_names_and_limits():
         head_dim=64, stages=3, deterministic=True)
     with pytest.raises(ConfigError, match="stages=5"):
         AttnBwdConfig(stages=5).validate()
-    assert AttnBwdConfig(head_dim=128, stages=4).smem_bytes() <= 227 * 1024
+    assert AttnBwdConfig(head_dim=128, stages=3).smem_bytes() <= 227 * 1024
+    with pytest.raises(ConfigError, match="shared memory"):  # with the fp32 dQ tile, 4 stages do not fit at D=128
+        AttnBwdConfig(head_dim=128, stages=4).validate()
     assert c.smem_bytes() <= 227 * 1024
+    m128 = AttnBwdConfig.from_name("attn_bwd_bf16_hd64_m128_n128_st2_causal")
+    assert (m128.block_m, m128.head_dim, m128.mask) == (128, 64, "causal")
+    with pytest.raises(ConfigError, match="block_m=128 needs head_dim=64"):
+        AttnBwdConfig(head_dim=128, block_m=128).validate()
     with pytest.raises(ConfigError, match="head_dim=256"):
         AttnBwdConfig(head_dim=256).validate()
     with pytest.raises(ConfigError, match="not an attention-backward config"):

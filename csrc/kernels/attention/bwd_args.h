@@ -4,10 +4,11 @@
 // Tensors as in the forward: q/o/do/dq (batch, seqlen_q, heads, dim), k/v/dk/dv
 // (batch, seqlen_k, heads_kv, dim), strides in elements, last dim contiguous.
 // lse_log2 and dsum are float32 (batch, heads, seqlen_q_pad) contiguous with
-// seqlen_q_pad = seqlen_q rounded up to 64, written by the preprocess kernel
+// seqlen_q_pad = seqlen_q rounded up to the config's query rows per step (64 or
+// 128), written by the preprocess kernel
 // (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing);
-// dq_accum is float32 (batch, heads, seqlen_q_pad / 64, 64 * dim), zeroed by
-// the caller: one contiguous chunk per 64-row query block, in the dQ MMA's
+// dq_accum is float32 (batch, heads, seqlen_q_pad / M, M * dim) for M rows
+// per step, zeroed by the caller: one contiguous chunk per query block, in the dQ MMA's
 // register order (the kernel adds whole chunks with one bulk reduce each;
 // the postprocess kernel undoes the order, scales and writes dq).
 #pragma once

@@ -250,7 +250,8 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       pipe_q.consumer_wait(q_state);
       int const stage = q_state.index();
       // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
-      // from S^T while the tensor cores still work on dP^T.
+      // from S^T while the tensor cores still work on dP^T (fits next to
+      // dK/dV at D = 128 with 64-row steps and at D = 64 with 128).
       mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
       warpgroup_fence_operand(tSrS);
       warpgroup_arrive();

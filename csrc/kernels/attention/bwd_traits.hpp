@@ -1,8 +1,8 @@
-// Compile-time description of one attention-backward config (v1).
+// Compile-time description of one attention-backward config.
 //
 // One CTA per (key block of kBlockN = 128 keys, KV head, batch): it holds K
 // and V of its block in shared memory, walks every query block (kBlockM =
-// 64 rows) of every query head of its GQA group that can see those keys,
+// 64 rows, or 128 at D = 64) of every query head of its GQA group that can see those keys,
 // and accumulates dK and dV in registers (so the group reduction happens in
 // the kernel, in a fixed order). Per query block, consumer warpgroup w owns
 // keys [64w, 64w + 64):
@@ -12,7 +12,7 @@
 //   dV  += P^T dO         RS wgmma 64 x D x M (P^T from registers)
 //   dK  += dS^T Q         RS wgmma 64 x D x M (dS^T from registers)
 //   dQ   = dS K           SS wgmma M x D/2 x N, dS^T through shared memory,
-//                         each warpgroup one half of D; the fp32 tile goes
+//                         each warpgroup one half of D (64 rows each when M = 128); the fp32 tile goes
 //                         to shared memory and one warp of the producer
 //                         warpgroup adds it to the global accumulator with
 //                         a single bulk reduce (cp.reduce.async.bulk), so the
@@ -33,11 +33,15 @@
 
 namespace cd42::attn {
 
-template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2>
+template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2,
+          int BlockM_ = 64>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
-  static constexpr int kBlockM = 64;   // query rows per step
+  // Query rows per step: 64, or 128 at D = 64, where the step's fixed costs
+  // (barriers, dS^T / dQ stores, pipeline waits) would otherwise weigh
+  // against half-size GEMMs (dK/dV take only 64 registers there).
+  static constexpr int kBlockM = BlockM_;
   static constexpr int kBlockN = 128;  // keys per CTA (64 per consumer warpgroup)
   static constexpr int kStages = Stages_;  // Q / dO pipeline depth
   static constexpr MaskKind kMask = Mask_;
@@ -54,7 +58,9 @@ struct BwdTraits {
   static_assert(setmaxnreg_pool_ok(168, kProducerRegs, kConsumerWGs, kConsumerRegs), "setmaxnreg.inc would wait forever");
   // dK and dV accumulators: 2 x 64 x D fp32 per warpgroup = D registers per
   // thread; D = 256 does not fit next to S, dP and dQ (not supported in v1).
-  static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128, "backward v1: head dim 64, 96 or 128");
+  static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128, "backward: head dim 64, 96 or 128");
+  static_assert(kBlockM == 64 || (kBlockM == 128 && kHeadDim == 64), "backward: 128-row steps only at D = 64");
+  static constexpr bool kdQSplitsRows = kBlockM == 128;  // dQ: warpgroups take 64 rows each (else D halves)
 
   using SmemAtom = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
                                       cute::GMMA::Layout_K_SW64_Atom<Element>>;
@@ -91,11 +97,18 @@ struct BwdTraits {
   // dQ: both warpgroups on the same 64 rows, splitting D (halves at D=64/128;
   // at D=96 the N=48 atom is an extended shape, so CuTe tiles 16-column
   // atoms and the warpgroups take alternate 16-column chunks - still exact).
-  using TiledMmadQ = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float,
-                                 cute::Shape<cute::_64, cute::Int<kHeadDim / 2>, cute::Int<kBlockN>>,
-                                 cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
-      cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}));
+  using TiledMmadQ = std::conditional_t<
+      kdQSplitsRows,
+      decltype(cute::make_tiled_mma(
+          cute::GMMA::ss_op_selector<Element, Element, float,
+                                     cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>,
+                                     cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
+          cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{})),
+      decltype(cute::make_tiled_mma(
+          cute::GMMA::ss_op_selector<Element, Element, float,
+                                     cute::Shape<cute::_64, cute::Int<kHeadDim / 2>, cute::Int<kBlockN>>,
+                                     cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
+          cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}))>;
 
   using PipelineKV = cutlass::PipelineTmaAsync<1>;
   using PipelineQ = cutlass::PipelineTmaAsync<kStages>;  // Q and dO of one query block

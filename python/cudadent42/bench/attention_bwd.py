@@ -35,11 +35,12 @@ def _sdpa_bwd_ms(backend, q, k, v, causal):
 
 def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
     from .. import flash_attn_func
-    from ..configs.attention_bwd import BWD_HEAD_DIMS, AttnBwdConfig
+    from ..configs.attention_bwd import BWD_HEAD_DIMS
+    from ..configs.heuristics_sm90 import attn_bwd_config
     from ..jit import build
     from ..ops.attention_bwd import attn_bwd
 
-    build([AttnBwdConfig("bf16", d, "causal" if c else "none") for d in head_dims if d in BWD_HEAD_DIMS
+    build([attn_bwd_config("bf16", d, "causal" if c else "none") for d in head_dims if d in BWD_HEAD_DIMS
            for c in causals])
     rows = []
     for d in head_dims:

@@ -1,6 +1,6 @@
-"""Attention backward config (csrc/kernels/attention/bwd_*): v1 has one tile
-shape (64 query rows x 128 keys per CTA, 2 consumer warpgroups); the Q/dO
-pipeline depth is tunable."""
+"""Attention backward config (csrc/kernels/attention/bwd_*): 128 keys per CTA,
+2 consumer warpgroups; query rows per step (64, or 128 at head dim 64) and
+the Q/dO pipeline depth are tunable."""
 from __future__ import annotations
 
 import functools
@@ -11,9 +11,10 @@ from .base import DTYPES, SMEM_LIMIT_BYTES, check, generated_header, round_up
 
 BWD_HEAD_DIMS = (64, 96, 128)  # dK + dV accumulators (D regs/thread) must fit next to S, dP, dQ
 BWD_MASKS = ("none", "causal", "local")
-BLOCK_M, BLOCK_N = 64, 128
+BLOCK_N = 128
+BLOCK_MS = (64, 128)  # 128 only at head dim 64 (register budget)
 _MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
-_NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m64_n128_st(?P<stages>\d+)"
+_NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m(?P<block_m>\d+)_n128_st(?P<stages>\d+)"
                       r"(?:_(?P<mask>causal|local))?(?P<det>_det)?$")
 
 
@@ -24,12 +25,13 @@ class AttnBwdConfig:
     mask: str = "none"
     deterministic: bool = False  # dQ added in a fixed key-block order: bitwise reproducible gradients
     stages: int = 2  # Q / dO (+ row statistics) pipeline depth
+    block_m: int = 64  # query rows per step
 
     family = "attn-bwd"
 
     @property
     def name(self) -> str:
-        n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{BLOCK_M}_n{BLOCK_N}_st{self.stages}"
+        n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{self.block_m}_n{BLOCK_N}_st{self.stages}"
         n = n if self.mask == "none" else f"{n}_{self.mask}"
         return n + "_det" if self.deterministic else n
 
@@ -43,17 +45,18 @@ class AttnBwdConfig:
             raise ConfigError(f"not an attention-backward config name: {name!r} (expected e.g. {cls().name})")
         d = m.groupdict()
         return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none",
-                   deterministic=bool(d["det"]), stages=int(d["stages"])).validate()
+                   deterministic=bool(d["det"]), stages=int(d["stages"]), block_m=int(d["block_m"])).validate()
 
     def key(self) -> str:
         return repr(self)
 
     def smem_bytes(self) -> int:
-        q = round_up(BLOCK_M * self.head_dim * self.stages * 2, 1024)
+        m = self.block_m
+        q = round_up(m * self.head_dim * self.stages * 2, 1024)
         kv = round_up(BLOCK_N * self.head_dim * 2, 1024)
-        ds = round_up(BLOCK_N * BLOCK_M * 2, 1024)
-        dq = BLOCK_M * self.head_dim * 4  # fp32 dQ tile for the bulk reduce
-        return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * BLOCK_M * 4 + 16 * self.stages + 64, 1024)
+        ds = round_up(BLOCK_N * m * 2, 1024)
+        dq = m * self.head_dim * 4  # fp32 dQ tile for the bulk reduce
+        return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * m * 4 + 16 * self.stages + 64, 1024)
 
     def validate(self) -> "AttnBwdConfig":
         problems = []
@@ -63,6 +66,10 @@ class AttnBwdConfig:
             problems.append(f"head_dim={self.head_dim} not in {BWD_HEAD_DIMS} (backward v1)")
         if self.mask not in BWD_MASKS:
             problems.append(f"mask {self.mask!r} not in {BWD_MASKS}")
+        if self.block_m not in BLOCK_MS:
+            problems.append(f"block_m={self.block_m} not in {BLOCK_MS}")
+        elif self.block_m == 128 and self.head_dim != 64:
+            problems.append("block_m=128 needs head_dim=64 (dK/dV, S^T and dP^T must fit in registers)")
         if not 2 <= self.stages <= 4:
             problems.append(f"stages={self.stages} must be in 2..4")
         if not problems and self.smem_bytes() > SMEM_LIMIT_BYTES:
@@ -75,7 +82,7 @@ class AttnBwdConfig:
         return generated_header(self) + f"""#include "kernels/attention/bwd_launch.hpp"
 
 using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]},
-                                     {str(self.deterministic).lower()}, {self.stages}>;
+                                     {str(self.deterministic).lower()}, {self.stages}, {self.block_m}>;
 static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
 
 CD42_DEFINE_COMMON_EXPORTS("{self.name}")

@@ -23,9 +23,10 @@ def default_attn_fwd_configs():
 
 
 def default_attn_bwd_configs():
-    from .attention_bwd import BWD_HEAD_DIMS, BWD_MASKS, AttnBwdConfig
+    from .attention_bwd import BWD_HEAD_DIMS, BWD_MASKS
+    from .heuristics_sm90 import attn_bwd_config
 
-    return [AttnBwdConfig(dtype=dtype, head_dim=d, mask=mask)
+    return [attn_bwd_config(dtype, d, mask)
             for dtype in ("bf16", "fp16") for d in BWD_HEAD_DIMS for mask in BWD_MASKS]
 
 

@@ -56,10 +56,8 @@ def select(family: str, gpu: str, sizes: dict | None = None, **problem):
 def heuristic_config(family: str, problem: dict):
     """The untuned default for a problem (also what sweeps rank as `default`)."""
     if family == "attn-bwd":
-        from .attention_bwd import AttnBwdConfig
-
-        return AttnBwdConfig(dtype=problem["dtype"], head_dim=problem["head_dim"], mask=problem["mask"],
-                             deterministic=problem["deterministic"])
+        return heuristics_sm90.attn_bwd_config(problem["dtype"], problem["head_dim"], problem["mask"],
+                                               problem["deterministic"])
     if family == "gemm":
         return heuristics_sm90.gemm_config(problem["dtype"], problem["b_major"], problem["M"], problem["N"],
                                            problem["K"])

@@ -123,11 +123,12 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
         cfg = select("attn-bwd", gpu_name(q.device), dtype=dtype, head_dim=D, mask=mask,
                      deterministic=bool(deterministic), seqlen=Sq)
     kernel, pre_launch, launch, post_launch = _launcher(cfg)
-    pad = (Sq + 63) // 64 * 64
+    bm = cfg.block_m
+    pad = (Sq + bm - 1) // bm * bm
     dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
     lse_log2 = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
-    dq_accum = torch.zeros(B, H, pad // 64, 64 * D, dtype=torch.float32, device=q.device)  # see bwd_args.h
-    sem = torch.zeros(B, H, pad // 64, dtype=torch.int32, device=q.device) if deterministic else None
+    dq_accum = torch.zeros(B, H, pad // bm, bm * D, dtype=torch.float32, device=q.device)  # see bwd_args.h
+    sem = torch.zeros(B, H, pad // bm, dtype=torch.int32, device=q.device) if deterministic else None
     stream = stream_handle(q.device)
 
     pa = _PreArgs()
