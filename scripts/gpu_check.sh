@@ -73,6 +73,11 @@ if [ -n "${TRAIN:-}" ]; then
   timeout ${TRAIN_TIMEOUT:-300} python3 benchmarks/train_gpt.py --out "$OUT" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
 fi
 
+if [ -n "${SWEEPS:-}" ]; then
+  step "sweeps: $SWEEPS"
+  for s in $SWEEPS; do timeout ${SWEEP_TIMEOUT:-300} bash scripts/gpu_sweeps.sh "$s"; done
+fi
+
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
 done 2>&1 | tee "$OUT/ptxas_summary.log"

@@ -5,6 +5,7 @@
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 what=${1:-all}
+budget=${SWEEP_BUDGET_S:+--budget-s $SWEEP_BUDGET_S}  # optional cap on each sweep's timing phase
 timed() {  # timed NAME cmd...: runs cmd, tees its log, records the wall time
   local name=$1; shift
   echo "=== $name: $*"
@@ -27,5 +28,5 @@ if [ "$what" = bwd ] || [ "$what" = all ]; then
     --batch 1 --causal --out "$OUT/sweep_attn_bwd_hd128_causal"
 fi
 if [ "$what" = gemm ] || [ "$what" = all ]; then
-  timed sweep_gemm python3 -m cudadent42 sweep gemm --m 8192 --n 8192 --k 8192 --out "$OUT/sweep_gemm"
+  timed sweep_gemm python3 -m cudadent42 sweep gemm --m 8192 --n 8192 --k 8192 $budget --out "$OUT/sweep_gemm"
 fi

@@ -2,6 +2,7 @@
 through the reference, with the tolerance rule of GUIDE.md section 5 for
 each of dq, dk, dv."""
 import math
+import zlib
 
 import pytest
 import torch
@@ -22,6 +23,19 @@ PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in (64, 
             # the forwards these tests run first
             + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
             + [attn_fwd_config("fp16", 64, "causal", False, False)])
+
+
+@pytest.fixture(autouse=True)
+def per_test_seed(request):
+    # Each test draws its own random inputs, the same on every run (as
+    # FlashAttention's tests seed theirs). Unseeded, the rule of GUIDE.md
+    # section 5 is a coin with a small bias at degenerate shapes: at
+    # 113x17 with window (100, 7) only 24 rows see a key, and a float64
+    # emulation of this kernel's (and FA2/FA3's) rounding points - dS in
+    # bf16, dsum from the bf16 output - exceeds 2x the bf16 reference's dq
+    # error on ~1% of draws (benchmarks/NOTES.md). A seeded failure is
+    # reproducible and a real signal.
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 def rand(*shape, dtype=torch.bfloat16):

@@ -186,8 +186,9 @@ def _sweep(args) -> int:
     from .tune.sweep import sweep, tune
 
     fn = tune if args.cmd == "tune" else sweep
+    deadline = time.time() + args.budget_s if args.budget_s else None
     rows = fn(args.family, _problem(args), space=_space(args.space), jobs=args.jobs, out_dir=args.out,
-              limit=args.limit, prune_by_profile=args.prune_by_profile)
+              limit=args.limit, prune_by_profile=args.prune_by_profile, deadline=deadline)
     return 0 if rows else 1
 
 
@@ -225,6 +226,9 @@ def _add_problem_args(p) -> None:
     p.add_argument("--space", action="append", help="restrict a parameter, e.g. --space stages=2,3 (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="at most this many points")
     p.add_argument("--jobs", type=int, default=None, help="parallel nvcc builds (default: all cores)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop timing new points this many seconds after the start (the default config is always "
+                        "timed; skipped points are listed as such)")
     p.add_argument("--out", default=None, help="write sweep.csv / sweep.json / sweep.png here")
 
 
