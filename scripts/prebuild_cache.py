@@ -3,7 +3,7 @@ GPU-machine call carries, so device time is not spent compiling. The cache
 key does not depend on the checkout's location (jit/cache.py), so entries
 built in this checkout are hits in the copy the GPU machine runs.
 
-  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, bwd-bench, fwd-bench)
+  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, bwd-bench, fwd-bench, extra)
 """
 import os
 import sys
@@ -24,6 +24,10 @@ if "fwd-bench" in sets:
     cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
 if "bwd-bench" in sets:
     cfgs += [attn_bwd_config("bf16", d, m) for d in (64, 128) for m in ("none", "causal")]
+if "extra" in sets:  # what the few other GPU tests of a backward-focused call build
+    from cudadent42.configs.attention_bwd import AttnBwdConfig
+    cfgs += [attn_fwd_config("bf16", 64, "none", True, False),
+             AttnBwdConfig(head_dim=64, mask="causal", stages=3, block_m=128)]
 cfgs = list(dict.fromkeys(cfgs))
 t = time.time()
 res = build(cfgs, progress=False)

@@ -174,7 +174,7 @@ def test_attn_bwd_tiny_tune_end_to_end(isolated_tables, monkeypatch):
     from cudadent42.tune.sweep import tune
 
     problem = dict(dtype="bf16", head_dim=64, mask="causal", deterministic=False, seqlen=512, batch=2, heads=4)
-    best = tune("attn-bwd", problem, space=dict(stages=(2, 3)), log=lambda *_: None)
+    best = tune("attn-bwd", problem, space=dict(stages=(2, 3), block_m=(128,)), log=lambda *_: None)
     assert best is not None and best["status"] == "timed"
     import torch
 
