@@ -81,5 +81,9 @@ fi
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
   [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
 done 2>&1 | tee "$OUT/ptxas_summary.log"
+# The device hands back a limited number of files: keep the two summaries
+# and pack everything else (logs, sweep CSV/JSON/PNG, training curves).
+(cd "$OUT" && tar czf all_logs.tgz --exclude=all_logs.tgz . \
+  && find . -type f ! -name all_logs.tgz ! -name bench.json ! -name tests.log -delete && find . -type d -empty -delete)
 echo "tests exit code: $tests_rc"
 exit $tests_rc

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -191,6 +192,8 @@ def sweep(family: str, problem: dict, *, space: dict | None = None, jobs: int | 
     for i, r in enumerate(rows):
         r["rank"] = i + 1 if r["tflops"] else None
     log(format_table(rows))
+    statuses = Counter(r["status"] for r in rows)
+    log("points: " + ", ".join(f"{n} {s}" for s, n in statuses.most_common()))
     d = next((r for r in rows if r["is_default"]), None)
     if d is not None:
         log(f"current default {d['config']}: rank {d['rank']} of {sum(r['tflops'] is not None for r in rows)}")
