@@ -20,6 +20,8 @@ MASKS = ("none", "causal", "local")
 PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in (64, 96, 128) for m in MASKS]
             + [AttnBwdConfig(head_dim=64, mask=m) for m in MASKS]  # 64-row steps at D=64 (not the default)
             + [attn_bwd_config("bf16", d, m, deterministic=True) for d in (64, 128) for m in MASKS]
+            + [attn_bwd_config("bf16", d, m, softcap=True) for d in (64, 128) for m in ("none", "causal")]
+            + [attn_fwd_config("bf16", d, m, True, False) for d in (64, 128) for m in ("none", "causal")]
             # the forwards these tests run first
             + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
             + [attn_fwd_config("fp16", 64, "causal", False, False)])
@@ -42,7 +44,7 @@ def rand(*shape, dtype=torch.bfloat16):
     return torch.randn(*shape, device="cuda", dtype=dtype)
 
 
-def ref_grads(q, k, v, dout, causal, window, upcast, scale=None):
+def ref_grads(q, k, v, dout, causal, window, upcast, scale=None, softcap=0.0):
     """Gradients of plain attention; fully masked rows contribute nothing (and no NaN)."""
     dtype = q.dtype
     q, k, v, dout = (t.detach().float() if upcast else t.detach() for t in (q, k, v, dout))
@@ -51,6 +53,8 @@ def ref_grads(q, k, v, dout, causal, window, upcast, scale=None):
     Sk, Hk = k.shape[1], k.shape[2]
     kk, vv = k.repeat_interleave(H // Hk, dim=2), v.repeat_interleave(H // Hk, dim=2)
     s = torch.einsum("bqhd,bkhd->bhqk", q, kk).float() * (scale if scale is not None else 1 / math.sqrt(D))
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
     left, right = window
     if causal:
         right = 0
@@ -103,6 +107,23 @@ def test_bwd_64_row_steps_at_head_dim_64(seqlens, mask):
     q, k, v = rand(2, sq, 4, 64), rand(2, sk, 2, 64), rand(2, sk, 2, 64)
     window = (100, 7) if mask == "local" else (-1, -1)
     check_bwd(q, k, v, causal=mask == "causal", window=window, config=AttnBwdConfig(head_dim=64, mask=mask))
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("seqlens", [(17, 113), (1000, 1000), (257, 1030)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_bwd_softcap_matches_reference(seqlens, causal, head_dim):
+    # softcap 3 on scores of std ~2: tanh is well into its curved range.
+    sq, sk = seqlens
+    q, k, v = rand(2, sq, 4, head_dim), rand(2, sk, 2, head_dim), rand(2, sk, 2, head_dim)
+    q = q * 2  # scores of std ~2 (scale 1/sqrt(d)): many beyond the cap's linear range
+    out, lse = flash_attn_func(q, k, v, causal=causal, softcap=3.0, return_lse=True)
+    dout = torch.randn_like(out)
+    got = attn_bwd(dout, q, k, v, out, lse, causal=causal, softcap=3.0)
+    ref = ref_grads(q, k, v, dout, causal, (-1, -1), upcast=True, softcap=3.0)
+    lowp = ref_grads(q, k, v, dout, causal, (-1, -1), upcast=False, softcap=3.0)
+    for name, g, r, lp in zip(("dq", "dk", "dv"), got, ref, lowp):
+        assert_close_to_ref(g, r, lp, f"softcap {name}")
 
 
 @pytest.mark.parametrize("heads", [(8, 8), (8, 1), (16, 2)], ids=lambda h: f"{h[0]}q{h[1]}kv")

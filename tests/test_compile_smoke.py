@@ -65,11 +65,15 @@ def test_attn_fwd_sass_has_hopper_instructions(attn_fwd_kernel):
     assert stats["USETMAXREG"] > 0
 
 
-@pytest.fixture(scope="module")
-def attn_bwd_kernel(tmp_path_factory):
+# The D=128 default, the D=64 default (128 query rows per step) and the
+# softcap variant (its tanh derivative is live from P^T to dS^T).
+@pytest.fixture(scope="module", params=["attn_bwd_bf16_hd128_m64_n128_st2_causal",
+                                        "attn_bwd_bf16_hd64_m128_n128_st2_causal",
+                                        "attn_bwd_bf16_hd128_m64_n128_st2_causal_softcap"])
+def attn_bwd_kernel(tmp_path_factory, request):
     from cudadent42.configs.attention_bwd import AttnBwdConfig
 
-    return _build(tmp_path_factory, AttnBwdConfig(head_dim=128, mask="causal"))
+    return _build(tmp_path_factory, AttnBwdConfig.from_name(request.param))
 
 
 def test_attn_bwd_ptxas_clean_and_hopper_sass(attn_bwd_kernel):

@@ -82,6 +82,10 @@ def test_attn_bwd_config_names_and_limits():
     assert (m128.block_m, m128.head_dim, m128.mask) == (128, 64, "causal")
     with pytest.raises(ConfigError, match="block_m=128 needs head_dim=64"):
         AttnBwdConfig(head_dim=128, block_m=128).validate()
+    sc = AttnBwdConfig.from_name("attn_bwd_bf16_hd128_m64_n128_st2_causal_softcap_det")
+    assert (sc.softcap, sc.deterministic, sc.mask) == (True, True, "causal") and sc.name.endswith("_softcap_det")
+    with pytest.raises(ConfigError, match="softcap spills"):
+        AttnBwdConfig(head_dim=64, block_m=128, softcap=True).validate()
     with pytest.raises(ConfigError, match="head_dim=256"):
         AttnBwdConfig(head_dim=256).validate()
     with pytest.raises(ConfigError, match="not an attention-backward config"):

@@ -39,6 +39,7 @@ struct cd42_attn_bwd_args {
   int32_t seqlen_q, seqlen_k, seqlen_q_pad;
   int32_t window_left, window_right;  // as the forward: 2^30 = unbounded
   float softmax_scale;
+  float softcap;  // > 0 exactly for softcap configs: scores = softcap * tanh(scale * q.k / softcap)
 };
 
 // Preprocess: dsum[b, h, r] = sum_d dO[b, r, h, d] * O[b, r, h, d] in float32

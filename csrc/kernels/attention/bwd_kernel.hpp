@@ -227,6 +227,10 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   Tensor tdVrP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
   Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
   static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
+  // Softcap: d(scores)/d(raw) = scale * (1 - tanh^2), kept from P^T to dS^T
+  // as fp16 pairs (half the registers of keeping it in fp32).
+  constexpr int kCapValues = T::kSoftcap ? int(decltype(size(tSrS))::value) : 1;
+  Tensor tdScap = make_tensor<cutlass::half_t>(Int<kCapValues>{});
   // Thread-dependent addressing (dS smem slots, fragment coordinates) is
   // rebuilt each step from a freshly read thread index instead of being
   // hoisted out of the loop: kept live it costs the registers that fp16 and
@@ -287,8 +291,15 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
           int const row = m0 + r;
           ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
         }
-        tSrS(i) = ok ? fast_exp2(tSrS(i) * p.scale_log2 - s_lse[r]) : 0.f;
-        tdVrP(i) = static_cast<Element>(tSrS(i));
+        float logit_log2;
+        if constexpr (T::kSoftcap) {  // the forward's approximate tanh, so P matches its LSE
+          float const t = fast_tanh(tSrS(i) * p.softcap_in);
+          logit_log2 = t * p.softcap_log2;
+          tdScap(i) = static_cast<cutlass::half_t>(1.f - t * t);  // in [0, 1]: fp16 keeps 11 bits
+        } else {
+          logit_log2 = tSrS(i) * p.scale_log2;
+        }
+        tdVrP(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
@@ -297,7 +308,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       CUTE_UNROLL
       for (int i = 0; i < size(tdPrdP); ++i) {
         float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
-        tdKrdS(i) = static_cast<Element>(pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]));
+        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]);
+        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdScap(i));
+        tdKrdS(i) = static_cast<Element>(ds);
       }
 
       // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of

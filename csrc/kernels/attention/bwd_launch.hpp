@@ -19,6 +19,9 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       a.seqlen_k <= 0 || a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
     return set_error(kBadArgument, "attn_bwd: bad sizes (batch/heads/seqlens must be positive, heads_q % heads_kv == 0)");
   }
+  if (T::kSoftcap != (a.softcap > 0.f)) {
+    return set_error(kBadArgument, "attn_bwd: softcap > 0 must be given exactly for softcap configs");
+  }
   if (T::kDeterministic != (a.dq_semaphore != nullptr)) {
     return set_error(kBadArgument, "attn_bwd: dq_semaphore must be given exactly for deterministic configs");
   }
@@ -39,7 +42,9 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       T::make_tma_k(static_cast<E const*>(a.v), a.seqlen_k, a.heads_kv, a.batch, a.v_row_stride, a.v_head_stride,
                     a.v_batch_stride),
       a,
-      a.softmax_scale * 1.4426950408889634f};
+      a.softmax_scale * 1.4426950408889634f,
+      T::kSoftcap ? a.softmax_scale / a.softcap : 0.f,
+      a.softcap * 1.4426950408889634f};
   static int smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) return smem_status;

@@ -34,7 +34,7 @@
 namespace cd42::attn {
 
 template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2,
-          int BlockM_ = 64>
+          int BlockM_ = 64, bool Softcap_ = false>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
@@ -61,6 +61,10 @@ struct BwdTraits {
   static_assert(kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128, "backward: head dim 64, 96 or 128");
   static_assert(kBlockM == 64 || (kBlockM == 128 && kHeadDim == 64), "backward: 128-row steps only at D = 64");
   static constexpr bool kdQSplitsRows = kBlockM == 128;  // dQ: warpgroups take 64 rows each (else D halves)
+  // Softcap: the forward's scores are c * tanh(scale * q.k / c), so dS picks
+  // up the factor 1 - tanh^2 (the scale itself is applied to dK and dQ at
+  // the end, as without softcap).
+  static constexpr bool kSoftcap = Softcap_;
 
   using SmemAtom = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
                                       cute::GMMA::Layout_K_SW64_Atom<Element>>;
@@ -163,7 +167,9 @@ struct BwdTraits {
     TmaK tma_k;
     TmaK tma_v;
     cd42_attn_bwd_args args;
-    float scale_log2;  // softmax_scale * log2(e)
+    float scale_log2;    // softmax_scale * log2(e): raw score -> exp2 argument (no softcap)
+    float softcap_in;    // softcap: softmax_scale / softcap, raw score -> tanh argument
+    float softcap_log2;  // softcap: softcap * log2(e), tanh -> exp2 argument
   };
 };
 

@@ -15,7 +15,7 @@ BLOCK_N = 128
 BLOCK_MS = (64, 128)  # 128 only at head dim 64 (register budget)
 _MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
 _NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m(?P<block_m>\d+)_n128_st(?P<stages>\d+)"
-                      r"(?:_(?P<mask>causal|local))?(?P<det>_det)?$")
+                      r"(?:_(?P<mask>causal|local))?(?P<softcap>_softcap)?(?P<det>_det)?$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class AttnBwdConfig:
     deterministic: bool = False  # dQ added in a fixed key-block order: bitwise reproducible gradients
     stages: int = 2  # Q / dO (+ row statistics) pipeline depth
     block_m: int = 64  # query rows per step
+    softcap: bool = False  # scores = softcap * tanh(scale * q.k / softcap), as the forward
 
     family = "attn-bwd"
 
@@ -33,6 +34,7 @@ class AttnBwdConfig:
     def name(self) -> str:
         n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{self.block_m}_n{BLOCK_N}_st{self.stages}"
         n = n if self.mask == "none" else f"{n}_{self.mask}"
+        n = n + "_softcap" if self.softcap else n
         return n + "_det" if self.deterministic else n
 
     @classmethod
@@ -45,7 +47,8 @@ class AttnBwdConfig:
             raise ConfigError(f"not an attention-backward config name: {name!r} (expected e.g. {cls().name})")
         d = m.groupdict()
         return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none",
-                   deterministic=bool(d["det"]), stages=int(d["stages"]), block_m=int(d["block_m"])).validate()
+                   deterministic=bool(d["det"]), stages=int(d["stages"]), block_m=int(d["block_m"]),
+                   softcap=bool(d["softcap"])).validate()
 
     def key(self) -> str:
         return repr(self)
@@ -70,6 +73,8 @@ class AttnBwdConfig:
             problems.append(f"block_m={self.block_m} not in {BLOCK_MS}")
         elif self.block_m == 128 and self.head_dim != 64:
             problems.append("block_m=128 needs head_dim=64 (dK/dV, S^T and dP^T must fit in registers)")
+        elif self.block_m == 128 and self.softcap:
+            problems.append("block_m=128 with softcap spills (the tanh derivative is kept from P^T to dS^T)")
         if not 2 <= self.stages <= 4:
             problems.append(f"stages={self.stages} must be in 2..4")
         if not problems and self.smem_bytes() > SMEM_LIMIT_BYTES:
@@ -82,7 +87,8 @@ class AttnBwdConfig:
         return generated_header(self) + f"""#include "kernels/attention/bwd_launch.hpp"
 
 using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]},
-                                     {str(self.deterministic).lower()}, {self.stages}, {self.block_m}>;
+                                     {str(self.deterministic).lower()}, {self.stages}, {self.block_m},
+                                     {str(self.softcap).lower()}>;
 static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
 
 CD42_DEFINE_COMMON_EXPORTS("{self.name}")

@@ -27,7 +27,7 @@ class _BwdArgs(ctypes.Structure):
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
                                          "window_left", "window_right")]
-        + [("softmax_scale", ctypes.c_float)]
+        + [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float)]
     )
 
 
@@ -70,25 +70,29 @@ def _strides(args, prefix: str, t: torch.Tensor) -> None:
 
 
 def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False,
-             *, config=None):
-    """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size) w.r.t. q, k, v.
+             *, softcap=0.0, config=None):
+    """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size, softcap) w.r.t. q, k, v.
 
     dout/out/q (B, Sq, H, D), k/v (B, Sk, Hkv, D), lse (B, H, Sq) float32 as
     returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
     the input dtype, contiguous, shaped like q, k, v. `deterministic=True`
     makes the gradients bitwise reproducible (key blocks add into dQ in a
-    fixed order, waiting for each other). `config` (an AttnBwdConfig or its
-    name) overrides the tuned/default choice.
+    fixed order, waiting for each other). `softcap` > 0 must equal the
+    forward's (its kernel has not been validated on a GPU yet: autograd does
+    not use it). `config` (an AttnBwdConfig or its name) overrides the
+    tuned/default choice.
     """
     mask, left, right = _mask_kind(causal, tuple(window_size))
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic, config)
+    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic, config, softcap)
 
 
 def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False,
-             config=None):
+             config=None, softcap: float = 0.0):
     """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
     check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
+    if not softcap >= 0:
+        raise ValueError(f"attention backward: softcap must be >= 0, got {softcap}")
     _check_tensor("out", out, 4, q)
     _check_tensor("dout", dout, 4, q)
     if out.shape != q.shape or dout.shape != q.shape:
@@ -113,9 +117,14 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     dtype = _DTYPES[q.dtype]
     if config:
         cfg = config if isinstance(config, AttnBwdConfig) else AttnBwdConfig.from_name(config)
-        if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.deterministic) != (dtype, D, mask, deterministic):
+        if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.deterministic, cfg.softcap) != (dtype, D, mask, deterministic,
+                                                                                   softcap > 0):
             raise ValueError(f"attention backward: config {cfg.name} does not match the call (dtype={dtype}, "
-                             f"head_dim={D}, mask={mask}, deterministic={deterministic})")
+                             f"head_dim={D}, mask={mask}, deterministic={deterministic}, softcap={softcap})")
+    elif softcap > 0:  # no tuned entries for softcap yet
+        from ..configs.heuristics_sm90 import attn_bwd_config
+
+        cfg = attn_bwd_config(dtype, D, mask, bool(deterministic), softcap=True)
     else:
         from ..configs.select import select
         from ..runtime import gpu_name
@@ -148,6 +157,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
     a.window_left, a.window_right = left, right
     a.softmax_scale = scale
+    a.softcap = softcap
     with kernel_range(cfg.name):
         check_rc(pre_launch(ctypes.byref(pa), stream), kernel, "attention backward preprocess")
         check_rc(launch(ctypes.byref(a), stream), kernel, "attention backward")
@@ -187,6 +197,8 @@ def setup_context(ctx, inputs, output):
 
 def backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse = ctx.saved_tensors
+    # Softcap has a backward kernel (attn_bwd(..., softcap=)) that builds clean
+    # but has not run on a GPU yet: autograd refuses it until its tests pass.
     if ctx.varlen or ctx.softcap > 0 or q.shape[-1] not in BWD_HEAD_DIMS:
         raise NotImplementedError(
             f"cudadent42 attention backward supports dense inputs without softcap and head dims "
