@@ -82,6 +82,11 @@ def _build(args) -> int:
 def _bench(args) -> int:
     from .runtime import hopper_available
 
+    parts = set(args.only.split(",")) if args.only else {"gemm", "fwd", "bwd"}
+    if parts - {"gemm", "fwd", "bwd"}:
+        print(f"cudadent42 bench: --only takes gemm, fwd, bwd; got {args.only!r}", file=sys.stderr)
+        return 2
+
     if not hopper_available():
         import torch
 
@@ -117,7 +122,6 @@ def _bench(args) -> int:
     warm_up_gpu()
     from .bench.targets import BWD_TARGETS, check_targets, format_targets
 
-    parts = set(args.only.split(",")) if args.only else {"gemm", "fwd"} | ({"bwd"} if args.bwd else set())
     results = {"card": card}
     seqlens = (4096, 16384) if args.quick else attn_bench.SEQLENS
     if "gemm" in parts:
@@ -244,9 +248,7 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
-    be.add_argument("--bwd", action="store_true", help="also the attention backward")
-    be.add_argument("--only", default=None, help="comma list of parts to run: gemm, fwd, bwd (default: gemm,fwd "
-                    "and bwd with --bwd)")
+    be.add_argument("--only", default=None, help="comma list of parts: gemm, fwd, bwd (default: all three)")
     for name, desc in (("sweep", "build and time a config space on one problem"),
                        ("tune", "sweep, then record the winner in the tuned table")):
         sp = sub.add_parser(name, help=desc)
