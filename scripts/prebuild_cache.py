@@ -3,7 +3,7 @@ GPU-machine call carries, so device time is not spent compiling. The cache
 key does not depend on the checkout's location (jit/cache.py), so entries
 built in this checkout are hits in the copy the GPU machine runs.
 
-  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, bwd-bench, fwd-bench, extra)
+  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, fwd, gemm, bwd-bench, fwd-bench, extra)
 """
 import os
 import sys
@@ -20,6 +20,13 @@ cfgs = []
 if "bwd" in sets:  # everything tests/test_attention_bwd_gpu.py runs
     from test_attention_bwd_gpu import PREBUILD
     cfgs += PREBUILD
+if "fwd" in sets:  # everything tests/test_attention_fwd_gpu.py runs (~70 MB: carry with little else)
+    from test_attention_fwd_gpu import PREBUILD as FWD_PREBUILD
+    cfgs += FWD_PREBUILD
+if "gemm" in sets:  # the GEMM defaults and tests/test_gemm_gpu.py's explicit configs
+    from cudadent42.configs.defaults import default_configs
+    from test_gemm_gpu import EXPLICIT_CONFIGS
+    cfgs += default_configs("gemm") + EXPLICIT_CONFIGS
 if "fwd-bench" in sets:
     cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
 if "bwd-bench" in sets:
