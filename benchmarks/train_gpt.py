@@ -48,13 +48,14 @@ class MarkovStream:
             stationary = stationary @ probs
         ent = -(probs * torch.where(probs > 0, probs.log(), torch.zeros_like(probs))).sum(1)
         self.entropy_rate = float((stationary * ent).sum())  # nats/token: the loss floor
+        self._key, self._pool = None, []  # (batch, seqlen) of the pre-sampled batches, and those left
 
     def batch(self, batch: int, seqlen: int) -> torch.Tensor:
         # Chains are sampled 64 batches at a time, in parallel: a chain is
         # sequential in its length, so sampling one batch per training step
         # would cost seqlen small kernel launches per step.
         key = (batch, seqlen)
-        if getattr(self, "_key", None) != key or not self._pool:
+        if self._key != key or not self._pool:
             self._key, self._pool = key, list(self._sample(64 * batch, seqlen + 1).split(batch))
         return self._pool.pop(0)
 

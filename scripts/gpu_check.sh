@@ -28,28 +28,7 @@ PY
 fi
 
 step "build the configs the tests need (${PREBUILD:-gemm,fwd,bwd}; $(nproc) jobs)"
-python3 - <<'PY' 2>&1 | tee "$OUT/build.log"
-import os, sys, time
-sys.path.insert(0, "tests")
-from cudadent42.configs.defaults import default_configs
-from cudadent42.jit import build
-sets = os.environ.get("PREBUILD", "gemm,fwd,bwd").split(",")
-cfgs = []
-if "gemm" in sets:
-    from test_gemm_gpu import EXPLICIT_CONFIGS
-    cfgs += default_configs("gemm") + EXPLICIT_CONFIGS
-if "fwd" in sets:
-    from test_attention_fwd_gpu import PREBUILD
-    cfgs += PREBUILD
-if "bwd" in sets:
-    from test_attention_bwd_gpu import PREBUILD as BWD_PREBUILD
-    cfgs += BWD_PREBUILD
-t = time.time()
-res = build(cfgs, progress=False)
-for r in res:
-    print(("ok    " if r.ok else "FAIL  ") + r.name, "" if r.ok else r.error)
-print(f"{sum(r.ok for r in res)}/{len(res)} built in {time.time() - t:.0f} s")
-PY
+python3 scripts/prebuild_cache.py "$CUDADENT42_CACHE_DIR" "${PREBUILD:-gemm,fwd,bwd}" 2>&1 | tee "$OUT/build.log"
 
 if [ -n "${SMOKE:-}" ]; then
   step "smoke: $SMOKE"

@@ -1,7 +1,8 @@
-"""Build kernel configs here (no GPU needed) into a cache directory that a
-GPU-machine call carries, so device time is not spent compiling. The cache
-key does not depend on the checkout's location (jit/cache.py), so entries
-built in this checkout are hits in the copy the GPU machine runs.
+"""Build the kernel configs a set of tests / benchmarks needs into a cache
+directory, all cores in parallel. On the CPU machine it fills `.prebuilt/`,
+which a GPU-machine call carries so device time is not spent compiling (the
+cache key does not depend on the checkout's location, jit/cache.py); on the
+GPU machine scripts/gpu_check.sh uses it for whatever is still missing.
 
   python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, fwd, gemm, bwd-bench, fwd-bench, extra)
 """

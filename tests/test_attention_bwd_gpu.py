@@ -1,7 +1,6 @@
 """Attention backward v1 (ops/attention_bwd.attn_bwd) vs float32 autograd
 through the reference, with the tolerance rule of GUIDE.md section 5 for
 each of dq, dk, dv."""
-import math
 import zlib
 
 import pytest
@@ -12,6 +11,7 @@ from cudadent42.configs.attention_bwd import AttnBwdConfig
 from cudadent42.configs.heuristics_sm90 import attn_bwd_config, attn_fwd_config
 from cudadent42.ops.attention_bwd import attn_bwd
 
+from attention_ref import scores, visible
 from tolerance import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
@@ -49,23 +49,11 @@ def ref_grads(q, k, v, dout, causal, window, upcast, scale=None, softcap=0.0):
     dtype = q.dtype
     q, k, v, dout = (t.detach().float() if upcast else t.detach() for t in (q, k, v, dout))
     q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-    B, Sq, H, D = q.shape
-    Sk, Hk = k.shape[1], k.shape[2]
-    kk, vv = k.repeat_interleave(H // Hk, dim=2), v.repeat_interleave(H // Hk, dim=2)
-    s = torch.einsum("bqhd,bkhd->bhqk", q, kk).float() * (scale if scale is not None else 1 / math.sqrt(D))
-    if softcap > 0:
-        s = softcap * torch.tanh(s / softcap)
-    left, right = window
-    if causal:
-        right = 0
-    r = torch.arange(Sq, device=q.device)[:, None]
-    c = torch.arange(Sk, device=q.device)[None, :]
-    keep = torch.ones(Sq, Sk, dtype=torch.bool, device=q.device)
-    if right >= 0:
-        keep &= c <= r + Sk - Sq + right
-    if left >= 0:
-        keep &= c >= r + Sk - Sq - left
-    p = torch.softmax(s.masked_fill(~keep, -1e30), dim=-1) * keep
+    H, Hk = q.shape[2], k.shape[2]
+    vv = v.repeat_interleave(H // Hk, dim=2)
+    keep = visible(q.shape[1], k.shape[1], causal, window, q.device)
+    # -1e30, not -inf: a fully masked row's softmax must stay finite for autograd
+    p = torch.softmax(scores(q, k, scale, softcap).masked_fill(~keep, -1e30), dim=-1) * keep
     if not upcast:
         p = p.to(dtype)
     out = torch.einsum("bhqk,bkhd->bqhd", p, vv)

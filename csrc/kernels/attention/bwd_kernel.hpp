@@ -11,6 +11,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include "cute/wgmma.hpp"
 #include "kernels/attention/bwd_traits.hpp"
 #include "kernels/attention/softmax.hpp"  // fast_exp2
 
@@ -256,24 +257,8 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
       // from S^T while the tensor cores still work on dP^T (fits next to
       // dK/dV at D = 128 with 64-row steps and at D = 64 with 128).
-      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
-      warpgroup_fence_operand(tSrS);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tSrK); ++kb) {
-        cute::gemm(mma_sdp, tSrK(_, _, kb), tSrQ(_, _, kb, stage), tSrS);
-        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
-      mma_sdp.accumulate_ = GMMA::ScaleOut::Zero;
-      warpgroup_fence_operand(tdPrdP);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tdPrV); ++kb) {
-        cute::gemm(mma_sdp, tdPrV(_, _, kb), tdPrdO(_, _, kb, stage), tdPrdP);
-        mma_sdp.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
+      wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
+      wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
       warpgroup_wait<1>();  // S^T
       warpgroup_fence_operand(tSrS);
       // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =

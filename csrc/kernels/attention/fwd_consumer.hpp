@@ -23,6 +23,7 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include "cute/wgmma.hpp"
 #include "kernels/attention/fwd_producer.hpp"
 #include "kernels/attention/softmax.hpp"
 
@@ -86,17 +87,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   int const col0 = 2 * (lane % 4);
   auto take_turn = [&] { cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierTurn + wg); };
   auto pass_turn = [&] { cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 1 - wg); };
-  auto issue_qk = [&](int stage) {
-    mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
-    warpgroup_fence_operand(tSrS);
-    warpgroup_arrive();
-    CUTE_UNROLL
-    for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
-      cute::gemm(mma_qk, tSrQ(_, _, kb), tSrK(_, _, kb, stage), tSrS);
-      mma_qk.accumulate_ = GMMA::ScaleOut::One;
-    }
-    warpgroup_commit_batch();
-  };
+  auto issue_qk = [&](int stage) { wgmma_overwrite(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS); };
   auto issue_pv = [&](int stage) {
     warpgroup_fence_operand(tOrO);
     warpgroup_arrive();

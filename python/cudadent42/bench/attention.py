@@ -36,6 +36,16 @@ def make_row(b, h, s, d, causal, flops, t_ours, t_cudnn, t_fa2) -> dict:
     return row
 
 
+def grid(seqlens, head_dims, causals):
+    """The standard grid's cells: (b, h, s, d, causal, q, k, v), q/k/v (B, S, H, D) bf16, B*S and H*D fixed."""
+    for d in head_dims:
+        for causal in causals:
+            for s in seqlens:
+                b, h = TOKENS // s, HIDDEN // d
+                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+                yield b, h, s, d, causal, q, k, v
+
+
 def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
     from .. import flash_attn_func
     from ..configs.heuristics_sm90 import attn_fwd_config
@@ -44,19 +54,15 @@ def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, Tr
     # Compile every config the grid needs up front, in parallel.
     build([attn_fwd_config("bf16", d, "causal" if c else "none", False, False) for d in head_dims for c in causals])
     rows = []
-    for d in head_dims:
-        for causal in causals:
-            for s in seqlens:
-                b, h = TOKENS // s, HIDDEN // d
-                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-                qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's native layout
-                flash_attn_func(q, k, v, causal=causal)
-                t_ours = bench_ms(lambda: flash_attn_func(q, k, v, causal=causal))
-                t_cudnn = _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
-                t_fa2 = _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-                row = make_row(b, h, s, d, causal, fwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
-                rows.append(row)
-                log(format_row(row))
+    for b, h, s, d, causal, q, k, v in grid(seqlens, head_dims, causals):
+        qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's native layout
+        flash_attn_func(q, k, v, causal=causal)
+        t_ours = bench_ms(lambda: flash_attn_func(q, k, v, causal=causal))
+        t_cudnn = _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
+        t_fa2 = _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
+        row = make_row(b, h, s, d, causal, fwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
+        rows.append(row)
+        log(format_row(row))
     return rows
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import HEAD_DIMS, HIDDEN, SEQLENS, TOKENS, format_row, fwd_flops, make_row
+from .attention import HEAD_DIMS, SEQLENS, format_row, fwd_flops, grid, make_row
 from .timing import bench_ms
 
 
@@ -43,22 +43,18 @@ def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False
     build([attn_bwd_config("bf16", d, "causal" if c else "none") for d in head_dims if d in BWD_HEAD_DIMS
            for c in causals])
     rows = []
-    for d in head_dims:
-        for causal in causals:
-            for s in seqlens:
-                b, h = TOKENS // s, HIDDEN // d
-                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-                t_ours = float("nan")
-                if d in BWD_HEAD_DIMS:
-                    out, lse = flash_attn_func(q, k, v, causal=causal, return_lse=True)
-                    dout = torch.randn_like(out)
-                    t_ours = bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
-                qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-                t_cudnn = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
-                t_fa2 = _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-                row = make_row(b, h, s, d, causal, bwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
-                rows.append(row)
-                log(format_row(row))
+    for b, h, s, d, causal, q, k, v in grid(seqlens, head_dims, causals):
+        t_ours = float("nan")
+        if d in BWD_HEAD_DIMS:
+            out, lse = flash_attn_func(q, k, v, causal=causal, return_lse=True)
+            dout = torch.randn_like(out)
+            t_ours = bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
+        qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+        t_cudnn = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
+        t_fa2 = _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
+        row = make_row(b, h, s, d, causal, bwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
+        rows.append(row)
+        log(format_row(row))
     return rows
 
 
