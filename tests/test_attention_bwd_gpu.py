@@ -6,7 +6,7 @@ import zlib
 import pytest
 import torch
 
-from cudadent42 import flash_attn_func
+from cudadent42 import flash_attn_func, flash_attn_varlen_func
 from cudadent42.configs.attention_bwd import AttnBwdConfig
 from cudadent42.configs.heuristics_sm90 import attn_bwd_config, attn_fwd_config
 from cudadent42.ops.attention_bwd import attn_bwd
@@ -21,6 +21,9 @@ PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in (64, 
             + [AttnBwdConfig(head_dim=64, mask=m) for m in MASKS]  # 64-row steps at D=64 (not the default)
             + [attn_bwd_config("bf16", d, m, deterministic=True) for d in (64, 128) for m in MASKS]
             + [attn_bwd_config("bf16", d, m, softcap=True) for d in (64, 128) for m in ("none", "causal")]
+            + [attn_bwd_config("bf16", d, m, varlen=True) for d in (64, 128) for m in MASKS]
+            + [attn_bwd_config("bf16", 128, "causal", deterministic=True, varlen=True)]
+            + [attn_fwd_config("bf16", d, m, False, True) for d in (64, 128) for m in MASKS]
             + [attn_fwd_config("bf16", d, m, True, False) for d in (64, 128) for m in ("none", "causal")]
             # the forwards these tests run first
             + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
@@ -114,6 +117,60 @@ def test_bwd_softcap_matches_reference(seqlens, causal, head_dim):
         assert_close_to_ref(g, r, lp, f"softcap {name}")
 
 
+def varlen_batch(head_dim, hq=4, hk=2):
+    """Packed q, k, v (requires_grad) of 8 sequences: random lengths plus an
+    empty query sequence, an exact block multiple, one row, and no keys."""
+    gen = torch.Generator().manual_seed(4321 + head_dim)
+    lens_q = torch.randint(1, 400, (5,), generator=gen).tolist() + [0, 128, 1]
+    lens_k = torch.randint(1, 500, (5,), generator=gen).tolist() + [7, 128, 0]
+    cu_q, cu_k = (torch.tensor([0] + torch.tensor(n).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+                  for n in (lens_q, lens_k))
+    q = rand(sum(lens_q), hq, head_dim).requires_grad_()
+    k, v = (rand(sum(lens_k), hk, head_dim).requires_grad_() for _ in range(2))
+    return q, k, v, cu_q, cu_k, max(lens_q), max(lens_k)
+
+
+def check_varlen_grads(q, k, v, cu_q, cu_k, dout, grads, causal, window, what):
+    """Each sequence's gradients against the dense reference on its slices."""
+    dq, dk, dv = grads
+    for b in range(cu_q.shape[0] - 1):
+        qs, qe, ks, ke = cu_q[b].item(), cu_q[b + 1].item(), cu_k[b].item(), cu_k[b + 1].item()
+        if qe == qs or ke == ks:  # no scores: zero gradients
+            for name, g in (("dq", dq[qs:qe]), ("dk", dk[ks:ke]), ("dv", dv[ks:ke])):
+                assert torch.all(g == 0), f"{what} seq {b} {name} not zero"
+            continue
+        args = (q[None, qs:qe], k[None, ks:ke], v[None, ks:ke], dout[None, qs:qe], causal, window)
+        ref = ref_grads(*args, upcast=True)
+        lowp = ref_grads(*args, upcast=False)
+        for name, got, r, lp in zip(("dq", "dk", "dv"), (dq[None, qs:qe], dk[None, ks:ke], dv[None, ks:ke]), ref, lowp):
+            assert_close_to_ref(got, r, lp, f"{what} seq {b} {name}")
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("mask", MASKS)
+def test_bwd_varlen_through_autograd(mask, head_dim):
+    q, k, v, cu_q, cu_k, max_q, max_k = varlen_batch(head_dim)
+    causal, window = mask == "causal", ((100, 7) if mask == "local" else (-1, -1))
+    out = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, window_size=window)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    torch.cuda.synchronize()
+    check_varlen_grads(q, k, v, cu_q, cu_k, dout, (q.grad, k.grad, v.grad), causal, window, f"varlen {mask}")
+
+
+def test_bwd_varlen_deterministic():
+    q, k, v, cu_q, cu_k, max_q, max_k = varlen_batch(128, hq=8, hk=2)
+    out, lse = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=True, return_lse=True)
+    dout = torch.randn_like(out)
+    kw = dict(causal=True, deterministic=True, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q,
+              max_seqlen_k=max_k)
+    first = attn_bwd(dout, q, k, v, out, lse, **kw)
+    again = attn_bwd(dout, q, k, v, out, lse, **kw)
+    for name, a, b in zip(("dq", "dk", "dv"), first, again):
+        assert torch.equal(a, b), f"varlen {name} differs between deterministic runs"
+    check_varlen_grads(q, k, v, cu_q, cu_k, dout, first, True, (-1, -1), "varlen deterministic")
+
+
 @pytest.mark.parametrize("heads", [(8, 8), (8, 1), (16, 2)], ids=lambda h: f"{h[0]}q{h[1]}kv")
 def test_bwd_gqa_reduces_over_the_group(heads):
     hq, hk = heads
@@ -136,13 +193,14 @@ def test_bwd_fp16_and_fully_masked_rows():
     assert torch.all(dq[:, :200] == 0)
 
 
-def test_autograd_through_flash_attn_func():
+@pytest.mark.parametrize("softcap", [0.0, 3.0])
+def test_autograd_through_flash_attn_func(softcap):
     q, k, v = (rand(2, s, h, 128).requires_grad_() for s, h in ((333, 8), (444, 2), (444, 2)))
-    out = flash_attn_func(q, k, v, causal=True)
+    out = flash_attn_func(q, k, v, causal=True, softcap=softcap)
     dout = torch.randn_like(out)
     out.backward(dout)
-    ref = ref_grads(q, k, v, dout, True, (-1, -1), upcast=True)
-    lowp = ref_grads(q, k, v, dout, True, (-1, -1), upcast=False)
+    ref = ref_grads(q, k, v, dout, True, (-1, -1), upcast=True, softcap=softcap)
+    lowp = ref_grads(q, k, v, dout, True, (-1, -1), upcast=False, softcap=softcap)
     for name, t, r, lp in zip(("dq", "dk", "dv"), (q, k, v), ref, lowp):
         assert_close_to_ref(t.grad, r, lp, name)
 
@@ -150,7 +208,7 @@ def test_autograd_through_flash_attn_func():
 def test_backward_op_opcheck():
     q, k, v = rand(2, 100, 4, 64), rand(2, 130, 2, 64), rand(2, 130, 2, 64)
     out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
-    args = (torch.randn_like(out), q, k, v, out, lse, 0.125, 1 << 30, 0, "causal")
+    args = (torch.randn_like(out), q, k, v, out, lse, None, None, 100, 130, 0.125, 1 << 30, 0, 0.0, "causal")
     torch.library.opcheck(torch.ops.cudadent42.attn_bwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static",
                                       "test_aot_dispatch_dynamic"))

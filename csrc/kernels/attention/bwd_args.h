@@ -2,13 +2,18 @@
 // python/cudadent42/ops/attention_bwd.py; keep the two in the same order).
 //
 // Tensors as in the forward: q/o/do/dq (batch, seqlen_q, heads, dim), k/v/dk/dv
-// (batch, seqlen_k, heads_kv, dim), strides in elements, last dim contiguous.
+// (batch, seqlen_k, heads_kv, dim), strides in elements, last dim contiguous;
+// varlen: packed (total, heads, dim) with batch strides 0, int32 cu_seqlens of
+// length batch+1 on the device, seqlen_q/k the max lengths.
 // lse_log2 and dsum are float32 (batch, heads, seqlen_q_pad) contiguous with
-// seqlen_q_pad = seqlen_q rounded up to the config's query rows per step (64 or
+// seqlen_q_pad = seqlen_q rounded up to the config's query rows per step M (64 or
 // 128), written by the preprocess kernel
-// (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing);
-// dq_accum is float32 (batch, heads, seqlen_q_pad / M, M * dim) for M rows
-// per step, zeroed by the caller: one contiguous chunk per query block, in the dQ MMA's
+// (pad rows: lse_log2 = +inf, dsum = 0, so they contribute nothing). Varlen:
+// (heads, seqlen_q_pad) with sequence b's rows starting at the M-aligned row
+// (cu_seqlens_q[b] + b * M) / M * M (a gap of at least its own padding before
+// the next one), seqlen_q_pad = round_up(total_q + batch * M, M).
+// dq_accum is float32 (rows of lse_log2) / M chunks of M * dim, zeroed by
+// the caller: one contiguous chunk per query block, in the dQ MMA's
 // register order (the kernel adds whole chunks with one bulk reduce each;
 // the postprocess kernel undoes the order, scales and writes dq).
 #pragma once
@@ -24,7 +29,9 @@ struct cd42_attn_bwd_args {
   const float* lse_log2;  // forward LSE * log2(e), padded
   const float* dsum;      // rowsum(dO * O), padded
   float* dq_accum;
-  int32_t* dq_semaphore;  // deterministic configs: (batch, heads_q, ceil(seqlen_q / 64)) zeroed int32, else null
+  int32_t* dq_semaphore;  // deterministic configs: one zeroed int32 per dq_accum chunk, else null
+  const int32_t* cu_seqlens_q;  // varlen configs only, else null
+  const int32_t* cu_seqlens_k;
   void* dq;
   void* dk;
   void* dv;
@@ -36,7 +43,8 @@ struct cd42_attn_bwd_args {
   int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
   int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
   int32_t batch, heads_q, heads_kv;
-  int32_t seqlen_q, seqlen_k, seqlen_q_pad;
+  int32_t seqlen_q, seqlen_k, seqlen_q_pad;  // max lengths when varlen
+  int32_t total_q, total_k;                   // varlen: packed token counts (else batch * seqlen)
   int32_t window_left, window_right;  // as the forward: 2^30 = unbounded
   float softmax_scale;
   float softcap;  // > 0 exactly for softcap configs: scores = softcap * tanh(scale * q.k / softcap)
@@ -47,11 +55,12 @@ struct cd42_attn_bwd_args {
 struct cd42_attn_bwd_pre_args {
   const void* o;
   const void* dout;
-  const float* lse;  // forward LSE (batch, heads, seqlen_q)
+  const float* lse;  // forward LSE (batch, heads, seqlen_q), varlen (heads, total_q)
   float* dsum;
   float* lse_log2;
+  const int32_t* cu_seqlens_q;  // varlen configs only
   int64_t o_batch_stride, o_row_stride, o_head_stride;
   int64_t do_batch_stride, do_row_stride, do_head_stride;
-  int32_t batch, heads, seqlen_q, seqlen_q_pad, head_dim;
+  int32_t batch, heads, seqlen_q, seqlen_q_pad, total_q, head_dim;  // seqlen_q: max length when varlen
 };
 }

@@ -21,15 +21,51 @@ constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile wr
 constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
 constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
 
+// Varlen: first row of sequence b in the padded packing of the row
+// statistics and dQ chunks (bwd_args.h), a multiple of M.
+template <class T>
+CUTE_HOST_DEVICE int64_t varlen_padded_row0(int32_t const* cu_seqlens_q, int b) {
+  return (int64_t(cu_seqlens_q[b]) + int64_t(b) * T::kBlockM) / T::kBlockM * T::kBlockM;
+}
+
+// One sequence of the batch: its lengths, where its rows start in q/k (packed
+// layout, varlen) and in the row statistics / dQ chunks of each head.
+template <class T>
+struct BwdSeq {
+  int seqlen_q, seqlen_k;
+  int q_offset, k_offset;  // 0 unless varlen
+  int64_t stat_row0;       // (padded) row of this sequence's row 0 of head 0 in lse_log2 / dsum
+  int64_t stat_head_stride;
+
+  template <class Args>
+  CUTE_DEVICE BwdSeq(Args const& a, int batch, int heads) {
+    if constexpr (T::kVarlen) {
+      q_offset = a.cu_seqlens_q[batch];
+      k_offset = a.cu_seqlens_k[batch];
+      seqlen_q = a.cu_seqlens_q[batch + 1] - q_offset;
+      seqlen_k = a.cu_seqlens_k[batch + 1] - k_offset;
+      stat_row0 = varlen_padded_row0<T>(a.cu_seqlens_q, batch);
+    } else {
+      q_offset = k_offset = 0;
+      seqlen_q = a.seqlen_q;
+      seqlen_k = a.seqlen_k;
+      stat_row0 = int64_t(batch) * heads * a.seqlen_q_pad;
+    }
+    stat_head_stride = a.seqlen_q_pad;
+  }
+  // Row 0 of (this sequence, head) in lse_log2 / dsum; / M = its first dQ chunk.
+  CUTE_DEVICE int64_t stat_row(int head) const { return stat_row0 + head * stat_head_stride; }
+};
+
 // Query blocks [m_min, m_max) whose rows can see a key of block n_block.
 template <class T>
 struct BwdBlockRange {
   int m_min, m_max;
-  CUTE_DEVICE BwdBlockRange(cd42_attn_bwd_args const& a, int n_block) {
-    int const off = a.seqlen_k - a.seqlen_q;
+  CUTE_DEVICE BwdBlockRange(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block) {
+    int const off = seq.seqlen_k - seq.seqlen_q;
     int const n0 = n_block * T::kBlockN;
-    int const n1 = min(n0 + T::kBlockN, a.seqlen_k) - 1;
-    int r_lo = 0, r_hi = a.seqlen_q - 1;
+    int const n1 = min(n0 + T::kBlockN, seq.seqlen_k) - 1;
+    int r_lo = 0, r_hi = seq.seqlen_q - 1;
     if constexpr (T::kHasWindow) {
       r_lo = max(r_lo, n0 - off - a.window_right);  // rows below see none of these keys
       r_hi = min(r_hi, n1 - off + a.window_left);   // rows above see none either
@@ -44,14 +80,14 @@ struct BwdBlockRange {
 // many must have added before it. n_first is the first key block whose
 // query range ends past m (BwdBlockRange's m_max is nondecreasing in n).
 template <class T>
-CUTE_DEVICE int dq_turn(cd42_attn_bwd_args const& a, int n_block, int m_block) {
+CUTE_DEVICE int dq_turn(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block, int m_block) {
   if constexpr (!T::kHasWindow) {
     return n_block;
   } else {
     int lo = 0, hi = n_block;  // n_first is in [0, n_block]: n_block itself covers m_block
     while (lo < hi) {
       int const mid = (lo + hi) / 2;
-      if (BwdBlockRange<T>(a, mid).m_max > m_block) hi = mid; else lo = mid + 1;
+      if (BwdBlockRange<T>(a, seq, mid).m_max > m_block) hi = mid; else lo = mid + 1;
     }
     return n_block - lo;
   }
@@ -68,22 +104,28 @@ CUTE_DEVICE void st_release(int* p, int v) {
 }
 
 template <class Tensor4>
-CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch) {
+CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch, int row_offset) {
   using namespace cute;
-  return m4(_, _, head, batch);  // (rows, dim)
+  // (rows, dim) of one head; varlen sequences start `row_offset` rows into the packed tensor.
+  return domain_offset(make_coord(row_offset, _0{}), m4(_, _, head, batch));
 }
 
 template <class T>
 CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedStorage& ss,
-                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q) {
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q,
+                              BwdSeq<T> const& seq) {
   using namespace cute;
   auto const& a = p.args;
-  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const n_block = blockIdx.x, head_kv = blockIdx.y;
+  int const batch = T::kVarlen ? 0 : int(blockIdx.z);  // varlen: one packed "batch" of all tokens
   int const group = a.heads_q / a.heads_kv;
-  Tensor mQ = p.tma_q.get_tma_tensor(make_shape(a.seqlen_q, Int<T::kHeadDim>{}, a.heads_q, a.batch));
-  Tensor mdO = p.tma_do.get_tma_tensor(make_shape(a.seqlen_q, Int<T::kHeadDim>{}, a.heads_q, a.batch));
-  Tensor mK = p.tma_k.get_tma_tensor(make_shape(a.seqlen_k, Int<T::kHeadDim>{}, a.heads_kv, a.batch));
-  Tensor mV = p.tma_v.get_tma_tensor(make_shape(a.seqlen_k, Int<T::kHeadDim>{}, a.heads_kv, a.batch));
+  int const rows_q = T::kVarlen ? a.total_q : a.seqlen_q;
+  int const rows_k = T::kVarlen ? a.total_k : a.seqlen_k;
+  int const batches = T::kVarlen ? 1 : a.batch;
+  Tensor mQ = p.tma_q.get_tma_tensor(make_shape(rows_q, Int<T::kHeadDim>{}, a.heads_q, batches));
+  Tensor mdO = p.tma_do.get_tma_tensor(make_shape(rows_q, Int<T::kHeadDim>{}, a.heads_q, batches));
+  Tensor mK = p.tma_k.get_tma_tensor(make_shape(rows_k, Int<T::kHeadDim>{}, a.heads_kv, batches));
+  Tensor mV = p.tma_v.get_tma_tensor(make_shape(rows_k, Int<T::kHeadDim>{}, a.heads_kv, batches));
   Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
   Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
@@ -92,9 +134,9 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
   auto kv_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   auto q_state = cutlass::make_producer_start_state<typename T::PipelineQ>();
   {
-    Tensor gK = local_tile(head_view(mK, head_kv, batch), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+    Tensor gK = local_tile(head_view(mK, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
                            make_coord(n_block, _0{}));
-    Tensor gV = local_tile(head_view(mV, head_kv, batch), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+    Tensor gV = local_tile(head_view(mV, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
                            make_coord(n_block, _0{}));
     auto k_part = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
     auto v_part = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
@@ -104,18 +146,20 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
     copy(p.tma_v.with(*bar), get<0>(v_part), get<1>(v_part));
     ++kv_state;
   }
-  BwdBlockRange<T> range(a, n_block);
+  BwdBlockRange<T> range(a, seq, n_block);
   CUTE_NO_UNROLL
   for (int g = 0; g < group; ++g) {
     int const head = head_kv * group + g;
-    Tensor gQ = local_tile(head_view(mQ, head, batch), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+    // Varlen: rows past this sequence's end are the next one's (or TMA's
+    // zero fill); their P is 0 through the padded LSE rows (+inf).
+    Tensor gQ = local_tile(head_view(mQ, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
                            make_coord(_, _0{}));  // (M, D, m)
-    Tensor gdO = local_tile(head_view(mdO, head, batch), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+    Tensor gdO = local_tile(head_view(mdO, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
                             make_coord(_, _0{}));
     auto q_part = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
     auto do_part = tma_partition(p.tma_do, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-    float const* lse_rows = a.lse_log2 + (int64_t(batch) * a.heads_q + head) * a.seqlen_q_pad;
-    float const* dsum_rows = a.dsum + (int64_t(batch) * a.heads_q + head) * a.seqlen_q_pad;
+    float const* lse_rows = a.lse_log2 + seq.stat_row(head);
+    float const* dsum_rows = a.dsum + seq.stat_row(head);
     CUTE_NO_UNROLL
     for (int m = range.m_min; m < range.m_max; ++m) {
       pipe_q.producer_acquire(q_state);
@@ -136,30 +180,29 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
 // shared memory into the float32 accumulator with one bulk reduce (async
 // proxy, whole 128-byte lines at L2), in the consumers' step order.
 template <class T>
-CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss) {
+CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss, BwdSeq<T> const& seq) {
   auto const& a = p.args;
-  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const n_block = blockIdx.x, head_kv = blockIdx.y;
   int const group = a.heads_q / a.heads_kv;
-  int const m_blocks = a.seqlen_q_pad / T::kBlockM;
   bool const leader = cute::elect_one_sync();
-  BwdBlockRange<T> range(a, n_block);
+  BwdBlockRange<T> range(a, seq, n_block);
   int const steps = group * (range.m_max - range.m_min);
   constexpr int kThreads = T::kConsumerThreads + T::kdQWriterThreads;
   if (steps > 0) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);  // starts empty
   int step = 0;
   CUTE_NO_UNROLL
   for (int g = 0; g < group; ++g) {
-    int64_t const bh = int64_t(batch) * a.heads_q + head_kv * group + g;
+    int64_t const chunk0 = seq.stat_row(head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
     CUTE_NO_UNROLL
     for (int m = range.m_min; m < range.m_max; ++m) {
       cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull);
       if (leader) {
-        float* dst = a.dq_accum + (bh * m_blocks + m) * (T::kBlockM * T::kHeadDim);
+        float* dst = a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim);
         int* sem = nullptr;
         int turn = 0;
         if constexpr (T::kDeterministic) {  // the key blocks before this one have added
-          sem = a.dq_semaphore + bh * m_blocks + m;
-          turn = dq_turn<T>(a, n_block, m);
+          sem = a.dq_semaphore + chunk0 + m;
+          turn = dq_turn<T>(a, seq, n_block, m);
           while (ld_acquire(sem) != turn) __nanosleep(64);
         }
         uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ);
@@ -183,14 +226,16 @@ CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedSt
 
 template <class T>
 CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedStorage& ss,
-                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q) {
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q,
+                              BwdSeq<T> const& seq) {
   using namespace cute;
   using Element = typename T::Element;
   auto const& a = p.args;
   int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
-  int const n_block = blockIdx.x, head_kv = blockIdx.y, batch = blockIdx.z;
+  int const n_block = blockIdx.x;
   int const group = a.heads_q / a.heads_kv;
-  int const off = a.seqlen_k - a.seqlen_q;
+  int const seqlen_k = seq.seqlen_k;
+  int const off = seq.seqlen_k - seq.seqlen_q;
   int const n0 = n_block * T::kBlockN;
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
@@ -248,7 +293,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   clear(tdVrdV);
   pipe_kv.consumer_wait(kv_state);
 
-  BwdBlockRange<T> range(a, n_block);
+  BwdBlockRange<T> range(a, seq, n_block);
   for (int g = 0; g < group; ++g) {
     for (int m = range.m_min; m < range.m_max; ++m) {
       int const m0 = m * T::kBlockM;
@@ -271,7 +316,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       for (int i = 0; i < size(tSrS); ++i) {
         int const key = n0 + get<0>(tScS(i));
         int const r = get<1>(tScS(i));
-        bool ok = key < a.seqlen_k;
+        bool ok = key < seqlen_k;
         if constexpr (T::kHasWindow) {
           int const row = m0 + r;
           ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
@@ -375,13 +420,16 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   auto thr_dkv_e = mma_dkv.get_thread_slice(fresh_tidx());
   Tensor tdKVcdKV = thr_dkv_e.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
   int const b_e = blockIdx.z, h_e = blockIdx.y;
-  Element* dk = static_cast<Element*>(a.dk) + int64_t(b_e) * a.dk_batch_stride + int64_t(h_e) * a.dk_head_stride;
-  Element* dv = static_cast<Element*>(a.dv) + int64_t(b_e) * a.dv_batch_stride + int64_t(h_e) * a.dv_head_stride;
+  BwdSeq<T> const seq_e(a, b_e, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
+  Element* dk = static_cast<Element*>(a.dk) + int64_t(b_e) * a.dk_batch_stride + int64_t(h_e) * a.dk_head_stride +
+                int64_t(seq_e.k_offset) * a.dk_row_stride;
+  Element* dv = static_cast<Element*>(a.dv) + int64_t(b_e) * a.dv_batch_stride + int64_t(h_e) * a.dv_head_stride +
+                int64_t(seq_e.k_offset) * a.dv_row_stride;
   CUTE_UNROLL
   for (int i = 0; i < size(tdKrdK); ++i) {
     int const key = int(blockIdx.x) * T::kBlockN + get<0>(tdKVcdKV(i));
     int const col = get<1>(tdKVcdKV(i));
-    if (key < a.seqlen_k) {
+    if (key < seq_e.seqlen_k) {
       dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
       dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
     }
@@ -392,6 +440,10 @@ template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
+  BwdSeq<T> const seq(p.args, blockIdx.z, p.args.heads_q);
+  // Varlen: the grid covers the longest sequence's keys; the whole CTA
+  // leaves before any barrier exists if this one has no keys here.
+  if (T::kVarlen && int(blockIdx.x) * T::kBlockN >= seq.seqlen_k) return;
   int const warp_group = threadIdx.x / kWarpGroupThreads;
   int const warp_idx = cutlass::canonical_warp_idx_sync();
   int const lane_leader = cute::elect_one_sync();
@@ -411,38 +463,57 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
 
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
-    if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q);
-    if (warp_idx == 1) bwd_dq_writer<T>(p, ss);
+    if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q, seq);
+    if (warp_idx == 1) bwd_dq_writer<T>(p, ss, seq);
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
-    bwd_consumer<T>(p, ss, pipe_kv, pipe_q);
+    bwd_consumer<T>(p, ss, pipe_kv, pipe_q, seq);
   }
 }
 
 // dsum = rowsum(dO * O) and lse_log2 = LSE * log2(e), float32, one warp per
-// padded row; pad rows get dsum = 0, lse_log2 = +inf.
-template <class Element, int HeadDim>
+// padded row; pad rows get dsum = 0, lse_log2 = +inf. The grid covers
+// (batch, heads, rows) with rows = the (longest) sequence's padded length.
+template <class T>
+CUTE_HOST_DEVICE int bwd_rows_per_seq(int seqlen_q, int seqlen_q_pad) {
+  return T::kVarlen ? (seqlen_q + T::kBlockM - 1) / T::kBlockM * T::kBlockM : seqlen_q_pad;
+}
+
+template <class T>
 __global__ void attn_bwd_preprocess_kernel(cd42_attn_bwd_pre_args const a) {
+  using Element = typename T::Element;
+  int const rows = bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad);
   int64_t const warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   int const lane = threadIdx.x % 32;
-  if (warp >= int64_t(a.batch) * a.heads * a.seqlen_q_pad) return;
-  int const r = int(warp % a.seqlen_q_pad);
-  int const h = int(warp / a.seqlen_q_pad % a.heads);
-  int const b = int(warp / (int64_t(a.seqlen_q_pad) * a.heads));
+  if (warp >= int64_t(a.batch) * a.heads * rows) return;
+  int const r = int(warp % rows);
+  int const h = int(warp / rows % a.heads);
+  int const b = int(warp / (int64_t(rows) * a.heads));
+  int len = a.seqlen_q, q_off = 0;
+  int64_t out_row, lse_idx;
+  if constexpr (T::kVarlen) {
+    q_off = a.cu_seqlens_q[b];
+    len = a.cu_seqlens_q[b + 1] - q_off;
+    if (r >= (len + T::kBlockM - 1) / T::kBlockM * T::kBlockM) return;  // past this sequence's last block
+    out_row = int64_t(h) * a.seqlen_q_pad + varlen_padded_row0<T>(a.cu_seqlens_q, b) + r;
+    lse_idx = int64_t(h) * a.total_q + q_off + r;
+  } else {
+    out_row = (int64_t(b) * a.heads + h) * a.seqlen_q_pad + r;
+    lse_idx = (int64_t(b) * a.heads + h) * a.seqlen_q + r;
+  }
   float s = 0.f;
-  if (r < a.seqlen_q) {
-    auto const* o = static_cast<Element const*>(a.o) + b * a.o_batch_stride + int64_t(r) * a.o_row_stride +
+  if (r < len) {
+    auto const* o = static_cast<Element const*>(a.o) + b * a.o_batch_stride + int64_t(q_off + r) * a.o_row_stride +
                     int64_t(h) * a.o_head_stride;
-    auto const* d = static_cast<Element const*>(a.dout) + b * a.do_batch_stride + int64_t(r) * a.do_row_stride +
-                    int64_t(h) * a.do_head_stride;
-    for (int i = lane; i < HeadDim; i += 32) s += float(o[i]) * float(d[i]);
+    auto const* d = static_cast<Element const*>(a.dout) + b * a.do_batch_stride +
+                    int64_t(q_off + r) * a.do_row_stride + int64_t(h) * a.do_head_stride;
+    for (int i = lane; i < T::kHeadDim; i += 32) s += float(o[i]) * float(d[i]);
   }
   CUTE_UNROLL
   for (int k = 16; k > 0; k /= 2) s += __shfl_xor_sync(0xffffffff, s, k);
   if (lane == 0) {
-    a.dsum[warp] = s;
-    a.lse_log2[warp] = r < a.seqlen_q ? a.lse[(int64_t(b) * a.heads + h) * a.seqlen_q + r] * 1.4426950408889634f
-                                      : INFINITY;
+    a.dsum[out_row] = s;
+    a.lse_log2[out_row] = r < len ? a.lse[lse_idx] * 1.4426950408889634f : INFINITY;
   }
 }
 
@@ -455,14 +526,16 @@ __global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kern
   using Element = typename T::Element;
   int const m = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   int const tidx = threadIdx.x;
-  int const m_blocks = a.seqlen_q_pad / T::kBlockM;
+  BwdSeq<T> const seq(a, batch, a.heads_q);
+  if (m * T::kBlockM >= seq.seqlen_q) return;  // varlen: past this sequence's rows
   float4 const* src = reinterpret_cast<float4 const*>(
-      a.dq_accum + ((int64_t(batch) * a.heads_q + head) * m_blocks + m) * (T::kBlockM * T::kHeadDim)) + tidx;
+      a.dq_accum + (seq.stat_row(head) / T::kBlockM + m) * (T::kBlockM * T::kHeadDim)) + tidx;
   typename T::TiledMmadQ mma_dq;
   Tensor tdQcdQ = mma_dq.get_thread_slice(tidx).partition_C(
       make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
   static_assert(decltype(size(tdQcdQ))::value == T::kdQPerThread, "one register-order chunk per thread");
-  Element* dq = static_cast<Element*>(a.dq) + int64_t(batch) * a.dq_batch_stride + int64_t(head) * a.dq_head_stride;
+  Element* dq = static_cast<Element*>(a.dq) + int64_t(batch) * a.dq_batch_stride + int64_t(head) * a.dq_head_stride +
+                int64_t(seq.q_offset) * a.dq_row_stride;
   CUTE_UNROLL
   for (int c = 0; c < T::kdQPerThread / 4; ++c) {
     float4 const v = src[c * T::kConsumerThreads];
@@ -470,7 +543,7 @@ __global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kern
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
       int const row = m * T::kBlockM + get<0>(tdQcdQ(4 * c + j));
-      if (row < a.seqlen_q) {
+      if (row < seq.seqlen_q) {
         dq[int64_t(row) * a.dq_row_stride + get<1>(tdQcdQ(4 * c + j))] = static_cast<Element>(vals[j] * a.softmax_scale);
       }
     }

@@ -22,6 +22,12 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   if (T::kSoftcap != (a.softcap > 0.f)) {
     return set_error(kBadArgument, "attn_bwd: softcap > 0 must be given exactly for softcap configs");
   }
+  if (T::kVarlen != (a.cu_seqlens_q != nullptr && a.cu_seqlens_k != nullptr) ||
+      (T::kVarlen && (a.total_q <= 0 || a.total_k <= 0 ||
+                      a.seqlen_q_pad < int64_t(a.total_q) + int64_t(a.batch) * T::kBlockM))) {
+    return set_error(kBadArgument, "attn_bwd: cu_seqlens (and a padded row count >= total_q + batch * M) must be "
+                                   "given exactly for varlen configs");
+  }
   if (T::kDeterministic != (a.dq_semaphore != nullptr)) {
     return set_error(kBadArgument, "attn_bwd: dq_semaphore must be given exactly for deterministic configs");
   }
@@ -32,14 +38,18 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       !stride_ok(a.do_row_stride, eb) || !stride_ok(a.do_head_stride, eb) || !stride_ok(a.do_batch_stride, eb)) {
     return set_error(kBadArgument, "attn_bwd: TMA needs 16-byte aligned pointers and strides (last dim contiguous)");
   }
+  // Varlen: TMA sees every packed token as one sequence of batch 1.
+  int const rows_q = T::kVarlen ? a.total_q : a.seqlen_q;
+  int const rows_k = T::kVarlen ? a.total_k : a.seqlen_k;
+  int const batches = T::kVarlen ? 1 : a.batch;
   typename T::Params p{
-      T::make_tma_q(static_cast<E const*>(a.q), a.seqlen_q, a.heads_q, a.batch, a.q_row_stride, a.q_head_stride,
+      T::make_tma_q(static_cast<E const*>(a.q), rows_q, a.heads_q, batches, a.q_row_stride, a.q_head_stride,
                     a.q_batch_stride),
-      T::make_tma_q(static_cast<E const*>(a.dout), a.seqlen_q, a.heads_q, a.batch, a.do_row_stride,
+      T::make_tma_q(static_cast<E const*>(a.dout), rows_q, a.heads_q, batches, a.do_row_stride,
                     a.do_head_stride, a.do_batch_stride),
-      T::make_tma_k(static_cast<E const*>(a.k), a.seqlen_k, a.heads_kv, a.batch, a.k_row_stride, a.k_head_stride,
+      T::make_tma_k(static_cast<E const*>(a.k), rows_k, a.heads_kv, batches, a.k_row_stride, a.k_head_stride,
                     a.k_batch_stride),
-      T::make_tma_k(static_cast<E const*>(a.v), a.seqlen_k, a.heads_kv, a.batch, a.v_row_stride, a.v_head_stride,
+      T::make_tma_k(static_cast<E const*>(a.v), rows_k, a.heads_kv, batches, a.v_row_stride, a.v_head_stride,
                     a.v_batch_stride),
       a,
       a.softmax_scale * 1.4426950408889634f,
@@ -56,23 +66,25 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
 template <class T>
 int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) {
   if (a.head_dim != T::kHeadDim || a.batch <= 0 || a.heads <= 0 || a.seqlen_q <= 0 ||
-      a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
+      a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q ||
+      T::kVarlen != (a.cu_seqlens_q != nullptr) ||
+      (T::kVarlen && a.seqlen_q_pad < int64_t(a.total_q) + int64_t(a.batch) * T::kBlockM)) {
     return set_error(kBadArgument, "attn_bwd_preprocess: bad sizes");
   }
-  int64_t const warps = int64_t(a.batch) * a.heads * a.seqlen_q_pad;
+  int64_t const warps = int64_t(a.batch) * a.heads * bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad);
   int const threads = 256;
-  attn_bwd_preprocess_kernel<typename T::Element, T::kHeadDim>
-      <<<unsigned((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(a);
+  attn_bwd_preprocess_kernel<T><<<unsigned((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(a);
   return check_launch("attn_bwd_preprocess launch");
 }
 
 template <class T>
 int launch_bwd_postprocess(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   if (a.batch <= 0 || a.heads_q <= 0 || a.seqlen_q <= 0 || a.seqlen_q_pad % T::kBlockM != 0 ||
-      a.seqlen_q_pad < a.seqlen_q || a.dq == nullptr) {
+      a.seqlen_q_pad < a.seqlen_q || a.dq == nullptr || T::kVarlen != (a.cu_seqlens_q != nullptr)) {
     return set_error(kBadArgument, "attn_bwd_postprocess: bad sizes");
   }
-  dim3 grid(unsigned(a.seqlen_q_pad / T::kBlockM), unsigned(a.heads_q), unsigned(a.batch));
+  dim3 grid(unsigned(bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad) / T::kBlockM), unsigned(a.heads_q),
+            unsigned(a.batch));
   attn_bwd_postprocess_kernel<T><<<grid, T::kConsumerThreads, 0, stream>>>(a);
   return check_launch("attn_bwd_postprocess launch");
 }

@@ -34,7 +34,7 @@
 namespace cd42::attn {
 
 template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2,
-          int BlockM_ = 64, bool Softcap_ = false>
+          int BlockM_ = 64, bool Softcap_ = false, bool Varlen_ = false>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
@@ -65,6 +65,11 @@ struct BwdTraits {
   // up the factor 1 - tanh^2 (the scale itself is applied to dK and dQ at
   // the end, as without softcap).
   static constexpr bool kSoftcap = Softcap_;
+  // Varlen: packed sequences (cu_seqlens); a CTA finds its sequence's
+  // offsets and lengths from its batch index, the TMA tensors span all
+  // tokens (batch 1), and the row statistics / dQ chunks use the padded
+  // packing of bwd_args.h.
+  static constexpr bool kVarlen = Varlen_;
 
   using SmemAtom = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
                                       cute::GMMA::Layout_K_SW64_Atom<Element>>;

@@ -15,7 +15,7 @@ BLOCK_N = 128
 BLOCK_MS = (64, 128)  # 128 only at head dim 64 (register budget)
 _MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
 _NAME_RE = re.compile(r"^attn_bwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m(?P<block_m>\d+)_n128_st(?P<stages>\d+)"
-                      r"(?:_(?P<mask>causal|local))?(?P<softcap>_softcap)?(?P<det>_det)?$")
+                      r"(?:_(?P<mask>causal|local))?(?P<varlen>_varlen)?(?P<softcap>_softcap)?(?P<det>_det)?$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class AttnBwdConfig:
     stages: int = 2  # Q / dO (+ row statistics) pipeline depth
     block_m: int = 64  # query rows per step
     softcap: bool = False  # scores = softcap * tanh(scale * q.k / softcap), as the forward
+    varlen: bool = False  # packed sequences with cu_seqlens (flash_attn_varlen_func)
 
     family = "attn-bwd"
 
@@ -34,6 +35,7 @@ class AttnBwdConfig:
     def name(self) -> str:
         n = f"attn_bwd_{self.dtype}_hd{self.head_dim}_m{self.block_m}_n{BLOCK_N}_st{self.stages}"
         n = n if self.mask == "none" else f"{n}_{self.mask}"
+        n = n + "_varlen" if self.varlen else n
         n = n + "_softcap" if self.softcap else n
         return n + "_det" if self.deterministic else n
 
@@ -48,7 +50,7 @@ class AttnBwdConfig:
         d = m.groupdict()
         return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), mask=d["mask"] or "none",
                    deterministic=bool(d["det"]), stages=int(d["stages"]), block_m=int(d["block_m"]),
-                   softcap=bool(d["softcap"])).validate()
+                   softcap=bool(d["softcap"]), varlen=bool(d["varlen"])).validate()
 
     def key(self) -> str:
         return repr(self)
@@ -88,7 +90,7 @@ class AttnBwdConfig:
 
 using Traits = cd42::attn::BwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, cd42::attn::MaskKind::{_MASK_ENUM[self.mask]},
                                      {str(self.deterministic).lower()}, {self.stages}, {self.block_m},
-                                     {str(self.softcap).lower()}>;
+                                     {str(self.softcap).lower()}, {str(self.varlen).lower()}>;
 static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
 
 CD42_DEFINE_COMMON_EXPORTS("{self.name}")

@@ -23,14 +23,15 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
 _ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (80, 2), 256: (64, 2)}
 
 
-def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = False, softcap: bool = False):
+def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = False, softcap: bool = False,
+                    varlen: bool = False):
     """Backward: 128 query rows per step at D=64 (half-size GEMMs there leave
     the per-step barriers and stores exposed with 64), 64 rows otherwise and
     with softcap (its tanh derivative, kept from P to dS, spills at 128)."""
     from .attention_bwd import AttnBwdConfig
 
     return AttnBwdConfig(dtype=dtype, head_dim=head_dim, mask=mask, deterministic=deterministic,
-                         block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap)
+                         block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap, varlen=varlen)
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):

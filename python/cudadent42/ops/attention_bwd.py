@@ -3,12 +3,14 @@
 `attn_bwd` computes dq, dk, dv from the forward's inputs, output and LSE.
 It is the autograd backward of the forward op (flash_attn_func,
 flash_attn_varlen_func, scaled_dot_product_attention), checked against fp32
-autograd on an H100 by tests/test_attention_bwd_gpu.py. Scope: dense (non-varlen) inputs, head dims 64/96/128, masks none /
-causal / sliding window, no softcap; GQA/MQA reduce dK/dV inside the kernel.
+autograd on an H100 by tests/test_attention_bwd_gpu.py. Scope: dense and
+varlen (packed) inputs, head dims 64/96/128, masks none / causal / sliding
+window, softcap; GQA/MQA reduce dK/dV inside the kernel.
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 
 import torch
@@ -21,12 +23,12 @@ from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
 class _BwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_bwd_args (csrc/kernels/attention/bwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore", "dq",
-                                         "dk", "dv")]
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore",
+                                         "cu_seqlens_q", "cu_seqlens_k", "dq", "dk", "dv")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dq", "dk", "dv")
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
-                                         "window_left", "window_right")]
+                                         "total_q", "total_k", "window_left", "window_right")]
         + [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float)]
     )
 
@@ -34,9 +36,9 @@ class _BwdArgs(ctypes.Structure):
 class _PreArgs(ctypes.Structure):
     """Mirror of cd42_attn_bwd_pre_args."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("o", "dout", "lse", "dsum", "lse_log2")]
+        [(n, ctypes.c_void_p) for n in ("o", "dout", "lse", "dsum", "lse_log2", "cu_seqlens_q")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("o", "do") for s in ("batch", "row", "head")]
-        + [(n, ctypes.c_int32) for n in ("batch", "heads", "seqlen_q", "seqlen_q_pad", "head_dim")]
+        + [(n, ctypes.c_int32) for n in ("batch", "heads", "seqlen_q", "seqlen_q_pad", "total_q", "head_dim")]
     )
 
 
@@ -64,47 +66,74 @@ def _launcher(cfg: AttnBwdConfig):
 
 
 def _strides(args, prefix: str, t: torch.Tensor) -> None:
-    setattr(args, f"{prefix}_batch_stride", t.stride(0))
-    setattr(args, f"{prefix}_row_stride", t.stride(1))
-    setattr(args, f"{prefix}_head_stride", t.stride(2))
+    """(batch, row, head) strides; packed varlen (total, heads, dim) tensors have batch stride 0."""
+    strides = t.stride()[:3] if t.dim() == 4 else (0,) + t.stride()[:2]
+    for name, st in zip(("batch", "row", "head"), strides):
+        setattr(args, f"{prefix}_{name}_stride", st)
 
 
 def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False,
-             *, softcap=0.0, config=None):
+             *, softcap=0.0, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
+             config=None):
     """Gradients of flash_attn_func(q, k, v, causal, softmax_scale, window_size, softcap) w.r.t. q, k, v.
 
     dout/out/q (B, Sq, H, D), k/v (B, Sk, Hkv, D), lse (B, H, Sq) float32 as
-    returned by flash_attn_func(..., return_lse=True). Returns dq, dk, dv in
-    the input dtype, contiguous, shaped like q, k, v. `deterministic=True`
-    makes the gradients bitwise reproducible (key blocks add into dQ in a
-    fixed order, waiting for each other). `softcap` > 0 must equal the
-    forward's (its kernel has not been validated on a GPU yet: autograd does
-    not use it). `config` (an AttnBwdConfig or its name) overrides the
-    tuned/default choice.
+    returned by flash_attn_func(..., return_lse=True); or, with cu_seqlens_q/k
+    and max_seqlen_q/k, the packed tensors of flash_attn_varlen_func: q
+    (total_q, H, D), k/v (total_k, Hkv, D), lse (H, total_q). Returns dq, dk,
+    dv in the input dtype, contiguous, shaped like q, k, v.
+    `deterministic=True` makes the gradients bitwise reproducible (key blocks
+    add into dQ in a fixed order, waiting for each other). `softcap` > 0
+    must equal the forward's. `config` (an AttnBwdConfig or its name)
+    overrides the tuned/default choice.
     """
     mask, left, right = _mask_kind(causal, tuple(window_size))
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic, config, softcap)
+    varlen = (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    if any(x is not None for x in varlen) and any(x is None for x in varlen):
+        raise ValueError("attention backward: varlen needs all of cu_seqlens_q, cu_seqlens_k, max_seqlen_q, "
+                         "max_seqlen_k")
+    return bwd_impl(dout, q, k, v, out, lse, scale, mask, left, right, deterministic, config, softcap,
+                    cu_seqlens_q, cu_seqlens_k, max_seqlen_q or 0, max_seqlen_k or 0)
+
+
+def _check_cu_seqlens(q, cu_q, cu_k):
+    for name, c in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 1 or c.device != q.device \
+                or c.stride(0) != 1 or c.shape[0] < 1:
+            raise ValueError(f"attention backward: {name} must be a contiguous 1-D int32 tensor on {q.device}")
+    if cu_q.shape != cu_k.shape:
+        raise ValueError("attention backward: cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1)")
 
 
 def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False,
-             config=None, softcap: float = 0.0):
+             config=None, softcap: float = 0.0, cu_q=None, cu_k=None, max_sq: int = 0, max_sk: int = 0):
     """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
-    check_fwd_inputs(q, k, v, varlen=False, head_dim_ok=BWD_HEAD_DIMS)
+    varlen = cu_q is not None
+    rank = 3 if varlen else 4
+    check_fwd_inputs(q, k, v, varlen=varlen, head_dim_ok=BWD_HEAD_DIMS)
     if not softcap >= 0:
         raise ValueError(f"attention backward: softcap must be >= 0, got {softcap}")
-    _check_tensor("out", out, 4, q)
-    _check_tensor("dout", dout, 4, q)
+    _check_tensor("out", out, rank, q)
+    _check_tensor("dout", dout, rank, q)
     if out.shape != q.shape or dout.shape != q.shape:
         raise ValueError(f"attention backward: out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q "
                          f"{tuple(q.shape)}")
-    B, Sq, H, D = q.shape
-    Sk, Hkv = k.shape[1], k.shape[2]
-    if not isinstance(lse, torch.Tensor) or lse.dtype != torch.float32 or tuple(lse.shape) != (B, H, Sq) \
+    H, D, Hkv = q.shape[-2], q.shape[-1], k.shape[-2]
+    if varlen:
+        _check_cu_seqlens(q, cu_q, cu_k)
+        B, Sq, Sk = cu_q.shape[0] - 1, int(max_sq), int(max_sk)
+        total_q, total_k = q.shape[0], k.shape[0]
+        lse_shape = (H, total_q)
+    else:
+        B, Sq, Sk = q.shape[0], q.shape[1], k.shape[1]
+        total_q, total_k = B * Sq, B * Sk
+        lse_shape = (B, H, Sq)
+    if not isinstance(lse, torch.Tensor) or lse.dtype != torch.float32 or tuple(lse.shape) != lse_shape \
             or lse.device != q.device:
-        raise ValueError(f"attention backward: lse must be float32 of shape {(B, H, Sq)} on {q.device}")
+        raise ValueError(f"attention backward: lse must be float32 of shape {lse_shape} on {q.device}")
     lse = lse.contiguous()
-    if B == 0 or Sq == 0 or Sk == 0 or H == 0:  # no scores: every gradient is zero
+    if B == 0 or Sq <= 0 or Sk <= 0 or H == 0 or total_q == 0 or total_k == 0:  # no scores: every gradient is zero
         return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
     # Fully written below: dq by the postprocess kernel, dk/dv for every key by the main kernel.
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
@@ -114,47 +143,41 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     for name, t in (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out)):
         if t.data_ptr() % 16:
             raise ValueError(f"attention backward: {name} needs a 16-byte aligned data pointer")
-    dtype = _DTYPES[q.dtype]
-    if config:
-        cfg = config if isinstance(config, AttnBwdConfig) else AttnBwdConfig.from_name(config)
-        if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.deterministic, cfg.softcap) != (dtype, D, mask, deterministic,
-                                                                                   softcap > 0):
-            raise ValueError(f"attention backward: config {cfg.name} does not match the call (dtype={dtype}, "
-                             f"head_dim={D}, mask={mask}, deterministic={deterministic}, softcap={softcap})")
-    elif softcap > 0:  # no tuned entries for softcap yet
-        from ..configs.heuristics_sm90 import attn_bwd_config
-
-        cfg = attn_bwd_config(dtype, D, mask, bool(deterministic), softcap=True)
-    else:
-        from ..configs.select import select
-        from ..runtime import gpu_name
-
-        cfg = select("attn-bwd", gpu_name(q.device), dtype=dtype, head_dim=D, mask=mask,
-                     deterministic=bool(deterministic), seqlen=Sq)
+    cfg = _pick_config(config, _DTYPES[q.dtype], D, mask, bool(deterministic), softcap > 0, varlen, Sq, q.device)
     kernel, pre_launch, launch, post_launch = _launcher(cfg)
     bm = cfg.block_m
-    pad = (Sq + bm - 1) // bm * bm
-    dsum = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
-    lse_log2 = torch.empty(B, H, pad, dtype=torch.float32, device=q.device)
-    dq_accum = torch.zeros(B, H, pad // bm, bm * D, dtype=torch.float32, device=q.device)  # see bwd_args.h
-    sem = torch.zeros(B, H, pad // bm, dtype=torch.int32, device=q.device) if deterministic else None
+    # Row statistics and dQ chunks: padded per sequence (bwd_args.h).
+    if varlen:
+        pad = (total_q + B * bm + bm - 1) // bm * bm
+        stat_shape = (H, pad)
+    else:
+        pad = (Sq + bm - 1) // bm * bm
+        stat_shape = (B, H, pad)
+    dsum = torch.empty(stat_shape, dtype=torch.float32, device=q.device)
+    lse_log2 = torch.empty(stat_shape, dtype=torch.float32, device=q.device)
+    dq_accum = torch.zeros(stat_shape[:-1] + (pad // bm, bm * D), dtype=torch.float32, device=q.device)
+    sem = torch.zeros(stat_shape[:-1] + (pad // bm,), dtype=torch.int32, device=q.device) if deterministic else None
     stream = stream_handle(q.device)
 
     pa = _PreArgs()
     pa.o, pa.dout, pa.lse, pa.dsum, pa.lse_log2 = (out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
                                                    dsum.data_ptr(), lse_log2.data_ptr())
+    pa.cu_seqlens_q = cu_q.data_ptr() if varlen else None
     _strides(pa, "o", out)
     _strides(pa, "do", dout)
-    pa.batch, pa.heads, pa.seqlen_q, pa.seqlen_q_pad, pa.head_dim = B, H, Sq, pad, D
+    pa.batch, pa.heads, pa.seqlen_q, pa.seqlen_q_pad, pa.total_q, pa.head_dim = B, H, Sq, pad, total_q, D
 
     a = _BwdArgs()
     a.q, a.k, a.v, a.dout = q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr()
     a.lse_log2, a.dsum, a.dq_accum, a.dq, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
                                                         dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
     a.dq_semaphore = sem.data_ptr() if sem is not None else None
+    if varlen:
+        a.cu_seqlens_q, a.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
     for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dq", dq), ("dk", dk), ("dv", dv)):
         _strides(a, prefix, t)
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
+    a.total_q, a.total_k = total_q, total_k
     a.window_left, a.window_right = left, right
     a.softmax_scale = scale
     a.softcap = softcap
@@ -165,6 +188,30 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     return dq, dk, dv
 
 
+def _pick_config(config, dtype: str, head_dim: int, mask: str, deterministic: bool, softcap: bool, varlen: bool,
+                 seqlen: int, device) -> AttnBwdConfig:
+    """The explicit config (checked against the call), else the tuned/default one."""
+    if config:
+        cfg = config if isinstance(config, AttnBwdConfig) else AttnBwdConfig.from_name(config)
+        want = (dtype, head_dim, mask, deterministic, softcap, varlen)
+        if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.deterministic, cfg.softcap, cfg.varlen) != want:
+            raise ValueError(f"attention backward: config {cfg.name} does not match the call (dtype={dtype}, "
+                             f"head_dim={head_dim}, mask={mask}, deterministic={deterministic}, softcap={softcap}, "
+                             f"varlen={varlen})")
+        return cfg
+    if softcap:  # no tuned entries for softcap (and the tuned block_m may not apply)
+        from ..configs.heuristics_sm90 import attn_bwd_config
+
+        return attn_bwd_config(dtype, head_dim, mask, deterministic, softcap=True, varlen=varlen)
+    from ..configs.select import select
+    from ..runtime import gpu_name
+
+    cfg = select("attn-bwd", gpu_name(device), dtype=dtype, head_dim=head_dim, mask=mask,
+                 deterministic=deterministic, seqlen=seqlen)
+    # Varlen runs the dense problem's tiles (tuned on dense inputs).
+    return dataclasses.replace(cfg, varlen=True) if varlen else cfg
+
+
 # ---------------------------------------------------------------- autograd
 # The backward op is a custom op of its own (fake impl below), so
 # torch.compile traces the forward+backward graph without breaks.
@@ -172,13 +219,17 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
 
 @torch.library.custom_op("cudadent42::attn_bwd", mutates_args=())
 def _attn_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                 lse: torch.Tensor, softmax_scale: float, window_left: int, window_right: int, mask: str,
-                 deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return bwd_impl(dout, q, k, v, out, lse, softmax_scale, mask, window_left, window_right, deterministic)
+                 lse: torch.Tensor, cu_seqlens_q: torch.Tensor | None, cu_seqlens_k: torch.Tensor | None,
+                 max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, window_left: int, window_right: int,
+                 softcap: float, mask: str, deterministic: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return bwd_impl(dout, q, k, v, out, lse, softmax_scale, mask, window_left, window_right, deterministic,
+                    softcap=softcap, cu_q=cu_seqlens_q, cu_k=cu_seqlens_k, max_sq=max_seqlen_q, max_sk=max_seqlen_k)
 
 
 @_attn_bwd_op.register_fake
-def _(dout, q, k, v, out, lse, softmax_scale, window_left, window_right, mask, deterministic=False):
+def _(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
+      window_right, softcap, mask, deterministic=False):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
             torch.empty_like(v, memory_format=torch.contiguous_format))
@@ -189,20 +240,17 @@ def setup_context(ctx, inputs, output):
     deterministic = bool(inputs[13]) if len(inputs) > 13 else False  # defaulted argument may be absent
     out, lse = output
     ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, out, lse)
-    ctx.varlen, ctx.softcap, ctx.scale, ctx.left, ctx.right, ctx.mask = (cu_q is not None, softcap, scale, left,
-                                                                        right, mask)
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)  # (cu_seqlens only for varlen)
+    ctx.max_sq, ctx.max_sk, ctx.softcap, ctx.scale, ctx.left, ctx.right, ctx.mask = (max_sq, max_sk, softcap, scale,
+                                                                                     left, right, mask)
     ctx.deterministic, ctx.n_inputs = deterministic, len(inputs)
 
 
 def backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse = ctx.saved_tensors
-    # Softcap has a backward kernel (attn_bwd(..., softcap=)) that builds clean
-    # but has not run on a GPU yet: autograd refuses it until its tests pass.
-    if ctx.varlen or ctx.softcap > 0 or q.shape[-1] not in BWD_HEAD_DIMS:
-        raise NotImplementedError(
-            f"cudadent42 attention backward supports dense inputs without softcap and head dims "
-            f"{BWD_HEAD_DIMS}; got varlen={ctx.varlen}, softcap={ctx.softcap}, head_dim={q.shape[-1]}")
-    dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, ctx.scale, ctx.left, ctx.right, ctx.mask,
-                              ctx.deterministic)
+    q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+    if q.shape[-1] not in BWD_HEAD_DIMS:
+        raise NotImplementedError(f"cudadent42 attention backward supports head dims {BWD_HEAD_DIMS}; got "
+                                  f"head_dim={q.shape[-1]}")
+    dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, cu_q, cu_k, ctx.max_sq, ctx.max_sk,
+                              ctx.scale, ctx.left, ctx.right, ctx.softcap, ctx.mask, ctx.deterministic)
     return (dq, dk, dv) + (None,) * (ctx.n_inputs - 3)
