@@ -17,17 +17,18 @@ from tolerance import assert_close_to_ref
 pytestmark = pytest.mark.gpu
 
 MASKS = ("none", "causal", "local")
-PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in (64, 96, 128) for m in MASKS]
+HEAD_DIMS = (64, 96, 128, 192, 256)
+PREBUILD = ([attn_bwd_config(dt, d, m) for dt in ("bf16", "fp16") for d in HEAD_DIMS for m in MASKS]
             + [AttnBwdConfig(head_dim=64, mask=m) for m in MASKS]  # 64-row steps at D=64 (not the default)
-            + [attn_bwd_config("bf16", d, m, deterministic=True) for d in (64, 128) for m in MASKS]
-            + [attn_bwd_config("bf16", d, m, softcap=True) for d in (64, 128) for m in ("none", "causal")]
-            + [attn_bwd_config("bf16", d, m, varlen=True) for d in (64, 128) for m in MASKS]
+            + [attn_bwd_config("bf16", d, m, deterministic=True) for d in (64, 128, 256) for m in MASKS]
+            + [attn_bwd_config("bf16", d, m, softcap=True) for d in (64, 128, 256) for m in ("none", "causal")]
+            + [attn_bwd_config("bf16", d, m, varlen=True) for d in (64, 128, 256) for m in MASKS]
             + [attn_bwd_config("bf16", 128, "causal", deterministic=True, varlen=True)]
-            + [attn_fwd_config("bf16", d, m, False, True) for d in (64, 128) for m in MASKS]
-            + [attn_fwd_config("bf16", d, m, True, False) for d in (64, 128) for m in ("none", "causal")]
+            + [attn_fwd_config("bf16", d, m, True, False) for d in (64, 128, 256) for m in ("none", "causal")]
             # the forwards these tests run first
-            + [attn_fwd_config("bf16", d, m, False, False) for d in (64, 96, 128) for m in ("none", "causal", "local")]
-            + [attn_fwd_config("fp16", 64, "causal", False, False)])
+            + [attn_fwd_config("bf16", d, m, False, False) for d in HEAD_DIMS for m in MASKS]
+            + [attn_fwd_config("fp16", 64, "causal", False, False)]
+            + [attn_fwd_config("bf16", d, m, False, True) for d in (64, 128, 256) for m in MASKS])
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +81,7 @@ def check_bwd(q, k, v, causal=False, window=(-1, -1), scale=None, dout=None, con
 SEQLENS = [(1, 1), (17, 113), (113, 17), (1000, 1000), (257, 1030)]
 
 
-@pytest.mark.parametrize("head_dim", [64, 96, 128])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("mask", ["none", "causal", "local"])
 @pytest.mark.parametrize("seqlens", SEQLENS, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_bwd_matches_reference(seqlens, mask, head_dim):
@@ -100,7 +101,7 @@ def test_bwd_64_row_steps_at_head_dim_64(seqlens, mask):
     check_bwd(q, k, v, causal=mask == "causal", window=window, config=AttnBwdConfig(head_dim=64, mask=mask))
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("seqlens", [(17, 113), (1000, 1000), (257, 1030)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_bwd_softcap_matches_reference(seqlens, causal, head_dim):
@@ -146,7 +147,7 @@ def check_varlen_grads(q, k, v, cu_q, cu_k, dout, grads, causal, window, what):
             assert_close_to_ref(got, r, lp, f"{what} seq {b} {name}")
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("mask", MASKS)
 def test_bwd_varlen_through_autograd(mask, head_dim):
     q, k, v, cu_q, cu_k, max_q, max_k = varlen_batch(head_dim)
@@ -172,9 +173,10 @@ def test_bwd_varlen_deterministic():
 
 
 @pytest.mark.parametrize("heads", [(8, 8), (8, 1), (16, 2)], ids=lambda h: f"{h[0]}q{h[1]}kv")
-def test_bwd_gqa_reduces_over_the_group(heads):
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_bwd_gqa_reduces_over_the_group(heads, head_dim):
     hq, hk = heads
-    check_bwd(rand(2, 300, hq, 128), rand(2, 555, hk, 128), rand(2, 555, hk, 128), causal=True)
+    check_bwd(rand(2, 300, hq, head_dim), rand(2, 555, hk, head_dim), rand(2, 555, hk, head_dim), causal=True)
 
 
 def test_bwd_custom_scale_and_strided_inputs():
@@ -235,7 +237,7 @@ def test_compile_fullgraph_forward_and_backward():
     assert err <= 2e-2 * eager_grad.float().abs().max().item(), err
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("mask", MASKS)
 def test_deterministic_mode_is_bitwise_reproducible(mask, head_dim):
     q, k, v = rand(2, 700, 8, head_dim), rand(2, 900, 2, head_dim), rand(2, 900, 2, head_dim)

@@ -197,15 +197,6 @@ def test_fwd_bad_inputs():
         cudadent42.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(16, 16, device="cuda"))
 
 
-def test_backward_of_unsupported_features_raises_clearly():
-    # The backward covers head dims 64/96/128 (dense, varlen, masks, GQA,
-    # softcap); anything else must refuse, never return a wrong gradient.
-    q = rand(1, 16, 4, 256).requires_grad_()
-    out = flash_attn_func(q, q.detach(), q.detach())
-    with pytest.raises(NotImplementedError, match="head dims"):
-        out.sum().backward()
-
-
 def test_fwd_opcheck():
     q, k, v = rand(2, 100, 4, 64), rand(2, 130, 2, 64), rand(2, 130, 2, 64)
     args = (q, k, v, None, None, 100, 130, 0.125, 1 << 30, 0, 0.0, "causal", "")

@@ -69,7 +69,9 @@ def test_attn_fwd_sass_has_hopper_instructions(attn_fwd_kernel):
 # softcap variant (its tanh derivative is live from P^T to dS^T).
 @pytest.fixture(scope="module", params=["attn_bwd_bf16_hd128_m64_n128_st2_causal",
                                         "attn_bwd_bf16_hd64_m128_n128_st2_causal",
-                                        "attn_bwd_bf16_hd128_m64_n128_st2_causal_softcap"])
+                                        "attn_bwd_bf16_hd128_m64_n128_st2_causal_softcap",
+                                        "attn_bwd_bf16_hd256_m64_n64_st2_causal",
+                                        "attn_bwd_bf16_hd192_m64_n64_st2_local_varlen"])
 def attn_bwd_kernel(tmp_path_factory, request):
     from cudadent42.configs.attention_bwd import AttnBwdConfig
 

@@ -86,7 +86,17 @@ def test_attn_bwd_config_names_and_limits():
     assert (sc.softcap, sc.deterministic, sc.mask) == (True, True, "causal") and sc.name.endswith("_softcap_det")
     with pytest.raises(ConfigError, match="softcap spills"):
         AttnBwdConfig(head_dim=64, block_m=128, softcap=True).validate()
-    with pytest.raises(ConfigError, match="head_dim=256"):
-        AttnBwdConfig(head_dim=256).validate()
+    with pytest.raises(ConfigError, match="head_dim=80"):
+        AttnBwdConfig(head_dim=80).validate()
+    # Head dims 192/256: 64 keys per CTA, head dim split between the warpgroups.
+    wide = AttnBwdConfig(head_dim=256, mask="causal", varlen=True)
+    assert wide.name == "attn_bwd_bf16_hd256_m64_n64_st2_causal_varlen" and AttnBwdConfig.from_name(wide.name) == wide
+    assert wide.smem_bytes() <= 227 * 1024
+    with pytest.raises(ConfigError, match="64 keys per CTA"):
+        AttnBwdConfig.from_name("attn_bwd_bf16_hd256_m64_n128_st2")
+    with pytest.raises(ConfigError, match="shared memory"):
+        AttnBwdConfig(head_dim=256, stages=3).validate()
+    with pytest.raises(ConfigError, match="block_m=128"):
+        AttnBwdConfig(head_dim=192, block_m=128).validate()
     with pytest.raises(ConfigError, match="not an attention-backward config"):
         AttnBwdConfig.from_name("attn_bwd_bf16_hd64")

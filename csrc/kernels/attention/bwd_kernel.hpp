@@ -12,103 +12,12 @@
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "cute/wgmma.hpp"
+#include "kernels/attention/bwd_common.hpp"
 #include "kernels/attention/bwd_traits.hpp"
-#include "kernels/attention/softmax.hpp"  // fast_exp2
+#include "kernels/attention/bwd_wide_consumer.hpp"
+#include "kernels/attention/bwd_wide_traits.hpp"
 
 namespace cd42::attn {
-
-constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile written / read
-constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
-constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
-
-// Varlen: first row of sequence b in the padded packing of the row
-// statistics and dQ chunks (bwd_args.h), a multiple of M.
-template <class T>
-CUTE_HOST_DEVICE int64_t varlen_padded_row0(int32_t const* cu_seqlens_q, int b) {
-  return (int64_t(cu_seqlens_q[b]) + int64_t(b) * T::kBlockM) / T::kBlockM * T::kBlockM;
-}
-
-// One sequence of the batch: its lengths, where its rows start in q/k (packed
-// layout, varlen) and in the row statistics / dQ chunks of each head.
-template <class T>
-struct BwdSeq {
-  int seqlen_q, seqlen_k;
-  int q_offset, k_offset;  // 0 unless varlen
-  int64_t stat_row0;       // (padded) row of this sequence's row 0 of head 0 in lse_log2 / dsum
-  int64_t stat_head_stride;
-
-  template <class Args>
-  CUTE_DEVICE BwdSeq(Args const& a, int batch, int heads) {
-    if constexpr (T::kVarlen) {
-      q_offset = a.cu_seqlens_q[batch];
-      k_offset = a.cu_seqlens_k[batch];
-      seqlen_q = a.cu_seqlens_q[batch + 1] - q_offset;
-      seqlen_k = a.cu_seqlens_k[batch + 1] - k_offset;
-      stat_row0 = varlen_padded_row0<T>(a.cu_seqlens_q, batch);
-    } else {
-      q_offset = k_offset = 0;
-      seqlen_q = a.seqlen_q;
-      seqlen_k = a.seqlen_k;
-      stat_row0 = int64_t(batch) * heads * a.seqlen_q_pad;
-    }
-    stat_head_stride = a.seqlen_q_pad;
-  }
-  // Row 0 of (this sequence, head) in lse_log2 / dsum; / M = its first dQ chunk.
-  CUTE_DEVICE int64_t stat_row(int head) const { return stat_row0 + head * stat_head_stride; }
-};
-
-// Query blocks [m_min, m_max) whose rows can see a key of block n_block.
-template <class T>
-struct BwdBlockRange {
-  int m_min, m_max;
-  CUTE_DEVICE BwdBlockRange(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block) {
-    int const off = seq.seqlen_k - seq.seqlen_q;
-    int const n0 = n_block * T::kBlockN;
-    int const n1 = min(n0 + T::kBlockN, seq.seqlen_k) - 1;
-    int r_lo = 0, r_hi = seq.seqlen_q - 1;
-    if constexpr (T::kHasWindow) {
-      r_lo = max(r_lo, n0 - off - a.window_right);  // rows below see none of these keys
-      r_hi = min(r_hi, n1 - off + a.window_left);   // rows above see none either
-    }
-    m_min = r_lo / T::kBlockM;
-    m_max = r_hi >= r_lo ? r_hi / T::kBlockM + 1 : m_min;
-  }
-};
-
-// Deterministic dQ: index of key block n among the key blocks whose CTAs add
-// into query block m (those form a contiguous run n_first(m)..), i.e. how
-// many must have added before it. n_first is the first key block whose
-// query range ends past m (BwdBlockRange's m_max is nondecreasing in n).
-template <class T>
-CUTE_DEVICE int dq_turn(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block, int m_block) {
-  if constexpr (!T::kHasWindow) {
-    return n_block;
-  } else {
-    int lo = 0, hi = n_block;  // n_first is in [0, n_block]: n_block itself covers m_block
-    while (lo < hi) {
-      int const mid = (lo + hi) / 2;
-      if (BwdBlockRange<T>(a, seq, mid).m_max > m_block) hi = mid; else lo = mid + 1;
-    }
-    return n_block - lo;
-  }
-}
-
-CUTE_DEVICE int ld_acquire(int const* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-CUTE_DEVICE void st_release(int* p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
-}
-
-template <class Tensor4>
-CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch, int row_offset) {
-  using namespace cute;
-  // (rows, dim) of one head; varlen sequences start `row_offset` rows into the packed tensor.
-  return domain_offset(make_coord(row_offset, _0{}), m4(_, _, head, batch));
-}
 
 template <class T>
 CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedStorage& ss,
@@ -277,15 +186,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   // as fp16 pairs (half the registers of keeping it in fp32).
   constexpr int kCapValues = T::kSoftcap ? int(decltype(size(tSrS))::value) : 1;
   Tensor tdScap = make_tensor<cutlass::half_t>(Int<kCapValues>{});
-  // Thread-dependent addressing (dS smem slots, fragment coordinates) is
-  // rebuilt each step from a freshly read thread index instead of being
-  // hoisted out of the loop: kept live it costs the registers that fp16 and
-  // D=96 configs spill.
-  auto fresh_tidx = [] {
-    int t;
-    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
-    return t - kWarpGroupThreads;
-  };
+  // (fresh_consumer_tidx: kept live, the thread-dependent addressing costs
+  // the registers that fp16 and D=96 configs spill.)
+  auto fresh_tidx = fresh_consumer_tidx;
 
   auto kv_state = typename T::PipelineKV::PipelineState{};
   auto q_state = typename T::PipelineQ::PipelineState{};
@@ -314,21 +217,11 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
-        int const key = n0 + get<0>(tScS(i));
         int const r = get<1>(tScS(i));
-        bool ok = key < seqlen_k;
-        if constexpr (T::kHasWindow) {
-          int const row = m0 + r;
-          ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
-        }
-        float logit_log2;
-        if constexpr (T::kSoftcap) {  // the forward's approximate tanh, so P matches its LSE
-          float const t = fast_tanh(tSrS(i) * p.softcap_in);
-          logit_log2 = t * p.softcap_log2;
-          tdScap(i) = static_cast<cutlass::half_t>(1.f - t * t);  // in [0, 1]: fp16 keeps 11 bits
-        } else {
-          logit_log2 = tSrS(i) * p.scale_log2;
-        }
+        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
+        float cap_grad;
+        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
+        if constexpr (T::kSoftcap) tdScap(i) = static_cast<cutlass::half_t>(cap_grad);  // in [0, 1]: fp16 keeps 11 bits
         tdVrP(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
       }
       warpgroup_wait<0>();
@@ -414,26 +307,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   // producer's pipeline tail would wait for that forever.
   pipe_kv.consumer_release(kv_state);
 
-  // dK (scaled: S = scale * Q K^T) and dV, keys past seqlen_k skipped. The
-  // addressing is rebuilt from blockIdx here rather than kept live across
-  // the main loop (at D=128 that costs registers the loop needs).
-  auto thr_dkv_e = mma_dkv.get_thread_slice(fresh_tidx());
-  Tensor tdKVcdKV = thr_dkv_e.partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
-  int const b_e = blockIdx.z, h_e = blockIdx.y;
-  BwdSeq<T> const seq_e(a, b_e, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
-  Element* dk = static_cast<Element*>(a.dk) + int64_t(b_e) * a.dk_batch_stride + int64_t(h_e) * a.dk_head_stride +
-                int64_t(seq_e.k_offset) * a.dk_row_stride;
-  Element* dv = static_cast<Element*>(a.dv) + int64_t(b_e) * a.dv_batch_stride + int64_t(h_e) * a.dv_head_stride +
-                int64_t(seq_e.k_offset) * a.dv_row_stride;
-  CUTE_UNROLL
-  for (int i = 0; i < size(tdKrdK); ++i) {
-    int const key = int(blockIdx.x) * T::kBlockN + get<0>(tdKVcdKV(i));
-    int const col = get<1>(tdKVcdKV(i));
-    if (key < seq_e.seqlen_k) {
-      dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
-      dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
-    }
-  }
+  bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_tidx());
 }
 
 template <class T>
@@ -464,10 +338,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
     if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q, seq);
-    if (warp_idx == 1) bwd_dq_writer<T>(p, ss, seq);
+    if constexpr (!T::kWide) {  // the wide variant's consumers add dQ themselves
+      if (warp_idx == 1) bwd_dq_writer<T>(p, ss, seq);
+    }
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
-    bwd_consumer<T>(p, ss, pipe_kv, pipe_q, seq);
+    if constexpr (T::kWide) {
+      bwd_consumer_wide<T>(p, ss, pipe_kv, pipe_q, seq);
+    } else {
+      bwd_consumer<T>(p, ss, pipe_kv, pipe_q, seq);
+    }
   }
 }
 

@@ -33,9 +33,71 @@
 
 namespace cd42::attn {
 
+// What the producer loads (layouts of Q / dO (M, D, stages) and K / V (N, D),
+// D contiguous, their TMA copies) and the kernel parameters: shared by the
+// two backward variants (BwdTraits here, BwdWideTraits for head dims 192/256).
+template <class Element, int HeadDim, int BlockM, int BlockN, int Stages, class SmemAtom>
+struct BwdOperands {
+  using SmemLayoutQ = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<BlockM>, cute::Int<HeadDim>, cute::Int<Stages>>{}));
+  using SmemStageQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BlockM>, cute::Int<HeadDim>>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BlockN>, cute::Int<HeadDim>>{}));
+  // Transposed views: (D, M, stages) of Q / dO, (D, N) of K.
+  using SmemLayoutQt = decltype(cute::composition(
+      SmemLayoutQ{}, cute::make_layout(cute::Shape<cute::Int<HeadDim>, cute::Int<BlockM>, cute::Int<Stages>>{},
+                                       cute::Stride<cute::Int<BlockM>, cute::_1, cute::Int<BlockM * HeadDim>>{})));
+  using SmemLayoutKt = decltype(cute::composition(
+      SmemLayoutK{}, cute::make_layout(cute::Shape<cute::Int<HeadDim>, cute::Int<BlockN>>{},
+                                       cute::Stride<cute::Int<BlockN>, cute::_1>{})));
+
+  static constexpr uint32_t kRowStatBytes = uint32_t(BlockM * sizeof(float));
+  static constexpr uint32_t kQdOBytes = uint32_t(2 * BlockM * HeadDim * sizeof(Element)) + 2 * kRowStatBytes;
+  static constexpr uint32_t kKVBytes = uint32_t(2 * BlockN * HeadDim * sizeof(Element));
+
+  template <class Ptr>
+  static auto seq_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
+    using namespace cute;
+    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<HeadDim>{}, heads, batch),
+                       make_stride(row_s, _1{}, head_s, batch_s));
+  }
+  static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageQ{},
+                         Shape<Int<BlockM>, Int<HeadDim>>{}, Int<1>{});
+  }
+  static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
+    using namespace cute;
+    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutK{},
+                         Shape<Int<BlockN>, Int<HeadDim>>{}, Int<1>{});
+  }
+  using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));
+  using TmaK = decltype(make_tma_k(nullptr, 1, 1, 1, 1, 1, 1));
+
+  struct Params {
+    TmaQ tma_q;
+    TmaQ tma_do;
+    TmaK tma_k;
+    TmaK tma_v;
+    cd42_attn_bwd_args args;
+    float scale_log2;    // softmax_scale * log2(e): raw score -> exp2 argument (no softcap)
+    float softcap_in;    // softcap: softmax_scale / softcap, raw score -> tanh argument
+    float softcap_log2;  // softcap: softcap * log2(e), tanh -> exp2 argument
+  };
+};
+
+// Swizzle atom of the Q / dO / K / V tiles: 128-byte rows where the head dim
+// (or, split between two warpgroups, its half) is a multiple of 64 elements.
+template <class Element, int Width>
+using BwdSmemAtom = std::conditional_t<Width % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+                                       cute::GMMA::Layout_K_SW64_Atom<Element>>;
+
 template <class Element_, int HeadDim_, MaskKind Mask_, bool Deterministic_ = false, int Stages_ = 2,
           int BlockM_ = 64, bool Softcap_ = false, bool Varlen_ = false>
-struct BwdTraits {
+struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSmemAtom<Element_, HeadDim_>> {
+  using Base = BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSmemAtom<Element_, HeadDim_>>;
+  using typename Base::SmemLayoutQ;
+  using typename Base::SmemLayoutK;
+  static constexpr bool kWide = false;  // see bwd_wide_traits.hpp
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
   // Query rows per step: 64, or 128 at D = 64, where the step's fixed costs
@@ -71,20 +133,6 @@ struct BwdTraits {
   // packing of bwd_args.h.
   static constexpr bool kVarlen = Varlen_;
 
-  using SmemAtom = std::conditional_t<kHeadDim % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
-                                      cute::GMMA::Layout_K_SW64_Atom<Element>>;
-  // Q and dO: (M, D, stages), D contiguous. K and V: (N, D).
-  using SmemLayoutQ = decltype(cute::tile_to_shape(
-      SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
-  using SmemStageQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
-  using SmemLayoutK = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
-  // Transposed views: (D, M, stages) of Q / dO, (D, N) of K.
-  using SmemLayoutQt = decltype(cute::composition(
-      SmemLayoutQ{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockM>, cute::Int<kStages>>{},
-                                       cute::Stride<cute::Int<kBlockM>, cute::_1, cute::Int<kBlockM * kHeadDim>>{})));
-  using SmemLayoutKt = decltype(cute::composition(
-      SmemLayoutK{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{},
-                                       cute::Stride<cute::Int<kBlockN>, cute::_1>{})));
   // dS^T as written from registers: (N keys, M rows), rows contiguous; read
   // back as dS (M, N) for the dQ wgmma through the transposed view.
   using SmemAtomdS = cute::GMMA::Layout_K_SW128_Atom<Element>;  // M = 64 elements = 128 bytes
@@ -142,40 +190,6 @@ struct BwdTraits {
   static_assert(kdQPerThread % 4 == 0, "dQ tile is moved as float4s");
   static constexpr uint32_t kdQBytes = uint32_t(kBlockM * kHeadDim * sizeof(float));
   static constexpr int kdQWriterThreads = 32;  // warp 1 of the producer warpgroup
-
-  static constexpr uint32_t kRowStatBytes = uint32_t(kBlockM * sizeof(float));
-  static constexpr uint32_t kQdOBytes = uint32_t(2 * kBlockM * kHeadDim * sizeof(Element)) + 2 * kRowStatBytes;
-  static constexpr uint32_t kKVBytes = uint32_t(2 * kBlockN * kHeadDim * sizeof(Element));
-
-  template <class Ptr>
-  static auto seq_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
-    using namespace cute;
-    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}, heads, batch),
-                       make_stride(row_s, _1{}, head_s, batch_s));
-  }
-  static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
-    using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageQ{},
-                         Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
-  }
-  static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
-    using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutK{},
-                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, Int<1>{});
-  }
-  using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));
-  using TmaK = decltype(make_tma_k(nullptr, 1, 1, 1, 1, 1, 1));
-
-  struct Params {
-    TmaQ tma_q;
-    TmaQ tma_do;
-    TmaK tma_k;
-    TmaK tma_v;
-    cd42_attn_bwd_args args;
-    float scale_log2;    // softmax_scale * log2(e): raw score -> exp2 argument (no softcap)
-    float softcap_in;    // softcap: softmax_scale / softcap, raw score -> tanh argument
-    float softcap_log2;  // softcap: softcap * log2(e), tanh -> exp2 argument
-  };
 };
 
 }  // namespace cd42::attn

@@ -1,0 +1,166 @@
+// Pieces shared by the two attention-backward consumers (bwd_kernel.hpp,
+// bwd_wide_consumer.hpp): sequence geometry, the query-block range of a key
+// block, deterministic turns, the mask, and the dK / dV epilogue.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "cute/warp_roles.hpp"
+#include "kernels/attention/bwd_args.h"
+#include "kernels/attention/softmax.hpp"  // fast_exp2, fast_tanh
+
+namespace cd42::attn {
+
+constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile written / read
+constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
+constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
+
+// Varlen: first row of sequence b in the padded packing of the row
+// statistics and dQ chunks (bwd_args.h), a multiple of M.
+template <class T>
+CUTE_HOST_DEVICE int64_t varlen_padded_row0(int32_t const* cu_seqlens_q, int b) {
+  return (int64_t(cu_seqlens_q[b]) + int64_t(b) * T::kBlockM) / T::kBlockM * T::kBlockM;
+}
+
+// One sequence of the batch: its lengths, where its rows start in q/k (packed
+// layout, varlen) and in the row statistics / dQ chunks of each head.
+template <class T>
+struct BwdSeq {
+  int seqlen_q, seqlen_k;
+  int q_offset, k_offset;  // 0 unless varlen
+  int64_t stat_row0;       // (padded) row of this sequence's row 0 of head 0 in lse_log2 / dsum
+  int64_t stat_head_stride;
+
+  template <class Args>
+  CUTE_DEVICE BwdSeq(Args const& a, int batch, int heads) {
+    if constexpr (T::kVarlen) {
+      q_offset = a.cu_seqlens_q[batch];
+      k_offset = a.cu_seqlens_k[batch];
+      seqlen_q = a.cu_seqlens_q[batch + 1] - q_offset;
+      seqlen_k = a.cu_seqlens_k[batch + 1] - k_offset;
+      stat_row0 = varlen_padded_row0<T>(a.cu_seqlens_q, batch);
+    } else {
+      q_offset = k_offset = 0;
+      seqlen_q = a.seqlen_q;
+      seqlen_k = a.seqlen_k;
+      stat_row0 = int64_t(batch) * heads * a.seqlen_q_pad;
+    }
+    stat_head_stride = a.seqlen_q_pad;
+  }
+  // Row 0 of (this sequence, head) in lse_log2 / dsum; / M = its first dQ chunk.
+  CUTE_DEVICE int64_t stat_row(int head) const { return stat_row0 + head * stat_head_stride; }
+};
+
+// Query blocks [m_min, m_max) whose rows can see a key of block n_block.
+template <class T>
+struct BwdBlockRange {
+  int m_min, m_max;
+  CUTE_DEVICE BwdBlockRange(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block) {
+    int const off = seq.seqlen_k - seq.seqlen_q;
+    int const n0 = n_block * T::kBlockN;
+    int const n1 = min(n0 + T::kBlockN, seq.seqlen_k) - 1;
+    int r_lo = 0, r_hi = seq.seqlen_q - 1;
+    if constexpr (T::kHasWindow) {
+      r_lo = max(r_lo, n0 - off - a.window_right);  // rows below see none of these keys
+      r_hi = min(r_hi, n1 - off + a.window_left);   // rows above see none either
+    }
+    m_min = r_lo / T::kBlockM;
+    m_max = r_hi >= r_lo ? r_hi / T::kBlockM + 1 : m_min;
+  }
+};
+
+// Deterministic dQ: index of key block n among the key blocks whose CTAs add
+// into query block m (those form a contiguous run n_first(m)..), i.e. how
+// many must have added before it. n_first is the first key block whose
+// query range ends past m (BwdBlockRange's m_max is nondecreasing in n).
+template <class T>
+CUTE_DEVICE int dq_turn(cd42_attn_bwd_args const& a, BwdSeq<T> const& seq, int n_block, int m_block) {
+  if constexpr (!T::kHasWindow) {
+    return n_block;
+  } else {
+    int lo = 0, hi = n_block;  // n_first is in [0, n_block]: n_block itself covers m_block
+    while (lo < hi) {
+      int const mid = (lo + hi) / 2;
+      if (BwdBlockRange<T>(a, seq, mid).m_max > m_block) hi = mid; else lo = mid + 1;
+    }
+    return n_block - lo;
+  }
+}
+
+CUTE_DEVICE int ld_acquire(int const* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+CUTE_DEVICE void st_release(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+
+template <class Tensor4>
+CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch, int row_offset) {
+  using namespace cute;
+  // (rows, dim) of one head; varlen sequences start `row_offset` rows into the packed tensor.
+  return domain_offset(make_coord(row_offset, _0{}), m4(_, _, head, batch));
+}
+
+// Whether key `key` (of this sequence) is visible from query row `row`
+// (bottom-right aligned masks, as the forward); keys past seqlen_k never are.
+template <class T>
+CUTE_DEVICE bool bwd_visible(cd42_attn_bwd_args const& a, int key, int row, int seqlen_k, int off) {
+  bool ok = key < seqlen_k;
+  if constexpr (T::kHasWindow) ok &= key <= row + off + a.window_right && key >= row + off - a.window_left;
+  return ok;
+}
+
+// exp2 argument of a raw score (before the row's LSE is subtracted); with
+// softcap also 1 - tanh^2, the factor dS picks up. Softcap recomputes the
+// forward's approximate tanh, so P matches the forward's LSE.
+template <class T>
+CUTE_DEVICE float bwd_logit_log2(typename T::Params const& p, float s, float& cap_grad) {
+  if constexpr (T::kSoftcap) {
+    float const t = fast_tanh(s * p.softcap_in);
+    cap_grad = 1.f - t * t;
+    return t * p.softcap_log2;
+  } else {
+    return s * p.scale_log2;
+  }
+}
+
+// dK (scaled: S = scale * Q K^T) and dV from the dK/dV MMA's accumulators,
+// keys past seqlen_k skipped. The addressing is rebuilt from blockIdx here
+// rather than kept live across the main loop (it costs registers there).
+template <class T, class FragdK, class FragdV>
+CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV, int tidx) {
+  using namespace cute;
+  using Element = typename T::Element;
+  typename T::TiledMmadKV mma_dkv;
+  Tensor tdKVcdKV = mma_dkv.get_thread_slice(tidx).partition_C(
+      make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
+  int const b = blockIdx.z, h = blockIdx.y;
+  BwdSeq<T> const seq(a, b, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
+  Element* dk = static_cast<Element*>(a.dk) + int64_t(b) * a.dk_batch_stride + int64_t(h) * a.dk_head_stride +
+                int64_t(seq.k_offset) * a.dk_row_stride;
+  Element* dv = static_cast<Element*>(a.dv) + int64_t(b) * a.dv_batch_stride + int64_t(h) * a.dv_head_stride +
+                int64_t(seq.k_offset) * a.dv_row_stride;
+  CUTE_UNROLL
+  for (int i = 0; i < size(tdKrdK); ++i) {
+    int const key = int(blockIdx.x) * T::kBlockN + get<0>(tdKVcdKV(i));
+    int const col = get<1>(tdKVcdKV(i));
+    if (key < seq.seqlen_k) {
+      dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
+      dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
+    }
+  }
+}
+
+// Thread-dependent addressing (smem slots, fragment coordinates) is rebuilt
+// from a freshly read thread index where it is used instead of being
+// hoisted out of the main loop: kept live it costs registers the loop needs.
+CUTE_DEVICE int fresh_consumer_tidx() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t - kWarpGroupThreads;
+}
+
+}  // namespace cd42::attn
