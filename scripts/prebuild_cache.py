@@ -31,7 +31,7 @@ if "gemm" in sets:  # the GEMM defaults and tests/test_gemm_gpu.py's explicit co
 if "fwd-bench" in sets:
     cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
 if "bwd-bench" in sets:
-    cfgs += [attn_bwd_config("bf16", d, m) for d in (64, 128) for m in ("none", "causal")]
+    cfgs += [attn_bwd_config("bf16", d, m) for d in (64, 128, 256) for m in ("none", "causal")]
 if "extra" in sets:  # what the few other GPU tests of a backward-focused call build
     from cudadent42.configs.attention_bwd import AttnBwdConfig
     cfgs += [attn_fwd_config("bf16", 64, "none", True, False),

@@ -15,6 +15,30 @@ constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile wr
 constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
 constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
 
+// The main kernel's grid is one-dimensional, over (key block, KV head,
+// batch) tiles in this order: (head, batch) pairs in groups of
+// a.tile_group, key-block-major inside a group. Under a causal mask key
+// block 0 (seen by every query block) is the longest, so each group's long
+// blocks start first and its short diagonal ones fill the end, instead of
+// one long block starting last; a group's Q / dO (what its CTAs re-read)
+// stays small enough for L2 (the host picks the group size).
+struct BwdTile {
+  int n_block, head_kv, batch;
+};
+
+template <class Args>
+CUTE_DEVICE BwdTile bwd_tile(Args const& a) {
+  int const n_blocks = (a.seqlen_k + a.block_n - 1) / a.block_n;
+  int const pairs = a.heads_kv * a.batch;
+  int const per_group = a.tile_group * n_blocks;
+  int const g = int(blockIdx.x) / per_group;
+  int const r = int(blockIdx.x) - g * per_group;
+  int const first = g * a.tile_group;
+  int const size = min(a.tile_group, pairs - first);  // the last group may be smaller
+  int const pair = first + r % size;
+  return {r / size, pair % a.heads_kv, pair / a.heads_kv};
+}
+
 // Varlen: first row of sequence b in the padded packing of the row
 // statistics and dQ chunks (bwd_args.h), a multiple of M.
 template <class T>
@@ -137,7 +161,8 @@ CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKr
   typename T::TiledMmadKV mma_dkv;
   Tensor tdKVcdKV = mma_dkv.get_thread_slice(tidx).partition_C(
       make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
-  int const b = blockIdx.z, h = blockIdx.y;
+  BwdTile const tile = bwd_tile(a);
+  int const b = tile.batch, h = tile.head_kv;
   BwdSeq<T> const seq(a, b, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
   Element* dk = static_cast<Element*>(a.dk) + int64_t(b) * a.dk_batch_stride + int64_t(h) * a.dk_head_stride +
                 int64_t(seq.k_offset) * a.dk_row_stride;
@@ -145,7 +170,7 @@ CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKr
                 int64_t(seq.k_offset) * a.dv_row_stride;
   CUTE_UNROLL
   for (int i = 0; i < size(tdKrdK); ++i) {
-    int const key = int(blockIdx.x) * T::kBlockN + get<0>(tdKVcdKV(i));
+    int const key = tile.n_block * T::kBlockN + get<0>(tdKVcdKV(i));
     int const col = get<1>(tdKVcdKV(i));
     if (key < seq.seqlen_k) {
       dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);

@@ -2,7 +2,7 @@
 //
 // Warpgroup 0 is the producer (one thread: K/V once, then Q and dO of each
 // query block through a 2-stage TMA pipeline), warpgroups 1-2 the consumers.
-// Non-persistent: grid = (key blocks, KV heads, batch).
+// Non-persistent: one CTA per (key block, KV head, batch) tile, see bwd_tile().
 #pragma once
 
 #include <cmath>
@@ -25,8 +25,9 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
                               BwdSeq<T> const& seq) {
   using namespace cute;
   auto const& a = p.args;
-  int const n_block = blockIdx.x, head_kv = blockIdx.y;
-  int const batch = T::kVarlen ? 0 : int(blockIdx.z);  // varlen: one packed "batch" of all tokens
+  BwdTile const tile = bwd_tile(a);
+  int const n_block = tile.n_block, head_kv = tile.head_kv;
+  int const batch = T::kVarlen ? 0 : tile.batch;  // varlen: one packed "batch" of all tokens
   int const group = a.heads_q / a.heads_kv;
   int const rows_q = T::kVarlen ? a.total_q : a.seqlen_q;
   int const rows_k = T::kVarlen ? a.total_k : a.seqlen_k;
@@ -91,7 +92,8 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
 template <class T>
 CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss, BwdSeq<T> const& seq) {
   auto const& a = p.args;
-  int const n_block = blockIdx.x, head_kv = blockIdx.y;
+  BwdTile const tile = bwd_tile(a);
+  int const n_block = tile.n_block, head_kv = tile.head_kv;
   int const group = a.heads_q / a.heads_kv;
   bool const leader = cute::elect_one_sync();
   BwdBlockRange<T> range(a, seq, n_block);
@@ -141,7 +143,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   using Element = typename T::Element;
   auto const& a = p.args;
   int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
-  int const n_block = blockIdx.x;
+  int const n_block = bwd_tile(a).n_block;
   int const group = a.heads_q / a.heads_kv;
   int const seqlen_k = seq.seqlen_k;
   int const off = seq.seqlen_k - seq.seqlen_q;
@@ -314,10 +316,10 @@ template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
-  BwdSeq<T> const seq(p.args, blockIdx.z, p.args.heads_q);
+  BwdSeq<T> const seq(p.args, bwd_tile(p.args).batch, p.args.heads_q);
   // Varlen: the grid covers the longest sequence's keys; the whole CTA
   // leaves before any barrier exists if this one has no keys here.
-  if (T::kVarlen && int(blockIdx.x) * T::kBlockN >= seq.seqlen_k) return;
+  if (T::kVarlen && bwd_tile(p.args).n_block * T::kBlockN >= seq.seqlen_k) return;
   int const warp_group = threadIdx.x / kWarpGroupThreads;
   int const warp_idx = cutlass::canonical_warp_idx_sync();
   int const lane_leader = cute::elect_one_sync();

@@ -19,6 +19,9 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       a.seqlen_k <= 0 || a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
     return set_error(kBadArgument, "attn_bwd: bad sizes (batch/heads/seqlens must be positive, heads_q % heads_kv == 0)");
   }
+  if (a.block_n != T::kBlockN || a.tile_group <= 0) {
+    return set_error(kBadArgument, "attn_bwd: block_n must match the config and tile_group be positive");
+  }
   if (T::kSoftcap != (a.softcap > 0.f)) {
     return set_error(kBadArgument, "attn_bwd: softcap > 0 must be given exactly for softcap configs");
   }
@@ -58,7 +61,9 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   static int smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) return smem_status;
-  dim3 grid(unsigned((a.seqlen_k + T::kBlockN - 1) / T::kBlockN), unsigned(a.heads_kv), unsigned(a.batch));
+  int64_t const tiles = int64_t((a.seqlen_k + T::kBlockN - 1) / T::kBlockN) * a.heads_kv * a.batch;
+  if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_bwd: more than 2^31 - 1 (key block, head, batch) tiles");
+  dim3 const grid{unsigned(tiles)};  // see bwd_tile()
   attn_bwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_bwd launch");
 }

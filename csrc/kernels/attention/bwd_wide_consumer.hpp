@@ -22,7 +22,7 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
   using Element = typename T::Element;
   auto const& a = p.args;
   int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
-  int const n_block = blockIdx.x;
+  int const n_block = bwd_tile(a).n_block;
   int const group = a.heads_q / a.heads_kv;
   int const seqlen_k = seq.seqlen_k;
   int const off = seq.seqlen_k - seq.seqlen_q;
@@ -75,7 +75,7 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
 
   BwdBlockRange<T> range(a, seq, n_block);
   for (int g = 0; g < group; ++g) {
-    int64_t const chunk0 = seq.stat_row(int(blockIdx.y) * group + g) / T::kBlockM;  // dQ chunk of query block 0
+    int64_t const chunk0 = seq.stat_row(bwd_tile(a).head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
     for (int m = range.m_min; m < range.m_max; ++m) {
       int const m0 = m * T::kBlockM;
       pipe_q.consumer_wait(q_state);

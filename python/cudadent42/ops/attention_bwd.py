@@ -28,7 +28,8 @@ class _BwdArgs(ctypes.Structure):
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dq", "dk", "dv")
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
-                                         "total_q", "total_k", "window_left", "window_right")]
+                                         "total_q", "total_k", "window_left", "window_right", "block_n",
+                                         "tile_group")]
         + [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float)]
     )
 
@@ -179,6 +180,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
     a.total_q, a.total_k = total_q, total_k
     a.window_left, a.window_right = left, right
+    a.block_n, a.tile_group = cfg.block_n, _tile_group(B * Hkv, (H // Hkv) * Sq * D * 4)
     a.softmax_scale = scale
     a.softcap = softcap
     with kernel_range(cfg.name):
@@ -186,6 +188,15 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
         check_rc(launch(ctypes.byref(a), stream), kernel, "attention backward")
         check_rc(post_launch(ctypes.byref(a), stream), kernel, "attention backward dQ postprocess")
     return dq, dk, dv
+
+
+# CTA order (bwd_common.hpp bwd_tile): (head, batch) pairs in groups whose
+# Q and dO (what the group's CTAs re-read) take about this much L2.
+_TILE_GROUP_L2_BYTES = 24 << 20
+
+
+def _tile_group(pairs: int, qdo_bytes_per_pair: int) -> int:
+    return max(1, min(pairs, _TILE_GROUP_L2_BYTES // max(qdo_bytes_per_pair, 1)))
 
 
 def _pick_config(config, dtype: str, head_dim: int, mask: str, deterministic: bool, softcap: bool, varlen: bool,
