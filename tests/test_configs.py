@@ -86,9 +86,6 @@ def test_attn_bwd_config_names_and_limits():
     assert (sc.softcap, sc.deterministic, sc.mask) == (True, True, "causal") and sc.name.endswith("_softcap_det")
     with pytest.raises(ConfigError, match="softcap spills"):
         AttnBwdConfig(head_dim=64, block_m=128, softcap=True).validate()
-    for kw in (dict(varlen=True), dict(deterministic=True)):
-        with pytest.raises(ConfigError, match="varlen or deterministic spills"):
-            AttnBwdConfig(head_dim=64, block_m=128, **kw).validate()
     with pytest.raises(ConfigError, match="head_dim=80"):
         AttnBwdConfig(head_dim=80).validate()
     # Head dims 192/256: 64 keys per CTA, head dim split between the warpgroups.

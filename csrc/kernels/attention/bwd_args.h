@@ -29,7 +29,6 @@ struct cd42_attn_bwd_args {
   const float* lse_log2;  // forward LSE * log2(e), padded
   const float* dsum;      // rowsum(dO * O), padded
   float* dq_accum;
-  int32_t* tile_counter;  // zeroed int32: the persistent grid claims tiles past its first wave from it
   int32_t* dq_semaphore;  // deterministic configs: one zeroed int32 per dq_accum chunk, else null
   const int32_t* cu_seqlens_q;  // varlen configs only, else null
   const int32_t* cu_seqlens_k;
@@ -48,9 +47,7 @@ struct cd42_attn_bwd_args {
   int32_t total_q, total_k;                   // varlen: packed token counts (else batch * seqlen)
   int32_t window_left, window_right;  // as the forward: 2^30 = unbounded
   int32_t block_n;     // keys per CTA of the config (the grid's key blocks)
-  int32_t tile_group;  // (head, batch) pairs per group of the tile order (bwd_common.hpp bwd_tile)
-  int32_t num_sms;     // the persistent grid's size limit (one CTA per SM)
-  int32_t num_tiles;   // (key blocks of seqlen_k) x heads_kv x batch, from the host (a kernel constant)
+  int32_t tile_group;  // (head, batch) pairs per group of the CTA order (bwd_common.hpp bwd_tile)
   float softmax_scale;
   float softcap;  // > 0 exactly for softcap configs: scores = softcap * tanh(scale * q.k / softcap)
 };

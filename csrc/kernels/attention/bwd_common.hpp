@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cute/tensor.hpp>
-#include <cutlass/fast_math.h>
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/bwd_args.h"
@@ -16,11 +15,8 @@ constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile wr
 constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
 constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
 
-// The main kernel is persistent (at most one CTA per SM): CTA c starts with
-// tile c, and its producer claims each next tile from a global counter while
-// the current one runs (so CTAs that drew short causal tiles take more),
-// then loads its K / V and first Q / dO under the current tile's dK / dV
-// epilogue. Tiles are numbered in this order: (head, batch) pairs in groups of
+// The main kernel's grid is one-dimensional, over (key block, KV head,
+// batch) tiles in this order: (head, batch) pairs in groups of
 // a.tile_group, key-block-major inside a group. Under a causal mask key
 // block 0 (seen by every query block) is the longest, so each group's long
 // blocks start first and its short diagonal ones fill the end, instead of
@@ -31,38 +27,17 @@ struct BwdTile {
 };
 
 template <class Args>
-CUTE_HOST_DEVICE int bwd_num_tiles(Args const& a) {
-  return a.num_tiles;  // checked by the launch: (key blocks) x heads_kv x batch
+CUTE_DEVICE BwdTile bwd_tile(Args const& a) {
+  int const n_blocks = (a.seqlen_k + a.block_n - 1) / a.block_n;
+  int const pairs = a.heads_kv * a.batch;
+  int const per_group = a.tile_group * n_blocks;
+  int const g = int(blockIdx.x) / per_group;
+  int const r = int(blockIdx.x) - g * per_group;
+  int const first = g * a.tile_group;
+  int const size = min(a.tile_group, pairs - first);  // the last group may be smaller
+  int const pair = first + r % size;
+  return {r / size, pair % a.heads_kv, pair / a.heads_kv};
 }
-
-// The divisions of the decode, built on the host (cutlass::FastDivmod: a
-// multiply and a shift each, where integer divisions cost the producer's 24
-// registers).
-struct BwdTileDecoder {
-  cutlass::FastDivmod per_group;   // tile_group x key blocks
-  cutlass::FastDivmod group;       // tile_group
-  cutlass::FastDivmod last_group;  // pairs in the last group (may be fewer)
-  cutlass::FastDivmod heads_kv;
-  int last_first;                  // first pair of the last group
-
-  BwdTileDecoder() = default;
-  template <class Args>
-  BwdTileDecoder(Args const& a, int n_blocks)
-      : per_group(a.tile_group * n_blocks),
-        group(a.tile_group),
-        last_group(a.heads_kv * a.batch - (a.heads_kv * a.batch - 1) / a.tile_group * a.tile_group),
-        heads_kv(a.heads_kv),
-        last_first((a.heads_kv * a.batch - 1) / a.tile_group * a.tile_group) {}
-
-  CUTE_DEVICE BwdTile operator()(int index) const {
-    int g, r, n, in_group, batch, head;
-    per_group(g, r, index);
-    int const first = g * group.divisor;
-    if (first == last_first) last_group(n, in_group, r); else group(n, in_group, r);
-    heads_kv(batch, head, first + in_group);
-    return {n, head, batch};
-  }
-};
 
 // Varlen: first row of sequence b in the padded packing of the row
 // statistics and dQ chunks (bwd_args.h), a multiple of M.
@@ -80,7 +55,6 @@ struct BwdSeq {
   int64_t stat_row0;       // (padded) row of this sequence's row 0 of head 0 in lse_log2 / dsum
   int64_t stat_head_stride;
 
-  BwdSeq() = default;
   template <class Args>
   CUTE_DEVICE BwdSeq(Args const& a, int batch, int heads) {
     if constexpr (T::kVarlen) {
@@ -154,78 +128,6 @@ CUTE_DEVICE auto head_view(Tensor4 const& m4, int head, int batch, int row_offse
   return domain_offset(make_coord(row_offset, _0{}), m4(_, _, head, batch));
 }
 
-// Varlen: the tiles cover the longest sequence's keys; a shorter one has
-// none in its last blocks (every role skips those tiles alike).
-template <class T>
-CUTE_DEVICE bool bwd_tile_empty(BwdSeq<T> const& seq, BwdTile const& tile) {
-  return T::kVarlen && tile.n_block * T::kBlockN >= seq.seqlen_k;
-}
-
-// A pipeline's state after k uses (the producer side starts on the opposite
-// phase). The tile loops rebuild their tile-id and K / V pipeline states from
-// the tile count instead of keeping them live across the main loop.
-template <class Pipe>
-CUTE_DEVICE cutlass::PipelineState<Pipe::Stages> pipe_state_at(int k, bool producer = false) {
-  constexpr int kStages = Pipe::Stages;
-  return {k % kStages, uint32_t((k / kStages) & 1) ^ uint32_t(producer), uint32_t(k)};
-}
-
-// What the producer publishes per tile (decoded once, with its sequence's
-// geometry). The consumers hold the slot for the whole tile and read fields
-// where they use them: kept in registers across the main loop, the tile's
-// coordinates cost registers the loop needs (the GMMA descriptors spill).
-struct BwdTileSlot {
-  int tile;  // >= the tile count: no more tiles
-  int n_block, head_kv, batch;
-  int seqlen_q, seqlen_k, q_offset, k_offset;
-  int64_t stat_row0;
-  int64_t stat_head_stride;
-};
-
-CUTE_DEVICE int slot_read(int const& field) {
-  int v;
-  asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(cute::cast_smem_ptr_to_uint(&field)) : "memory");
-  return v;
-}
-
-CUTE_DEVICE int64_t slot_read(int64_t const& field) {
-  int64_t v;
-  asm volatile("ld.shared.b64 %0, [%1];" : "=l"(v) : "r"(cute::cast_smem_ptr_to_uint(&field)) : "memory");
-  return v;
-}
-
-// (The sequence fields only for varlen: otherwise they are kernel
-// constants, rebuilt from the batch index.)
-template <class T>
-CUTE_DEVICE void slot_write(BwdTileSlot& s, int tile, BwdTile const& c, BwdSeq<T> const& seq) {
-  s.tile = tile;
-  s.n_block = c.n_block;
-  s.head_kv = c.head_kv;
-  s.batch = c.batch;
-  if constexpr (T::kVarlen) {
-    s.seqlen_q = seq.seqlen_q;
-    s.seqlen_k = seq.seqlen_k;
-    s.q_offset = seq.q_offset;
-    s.k_offset = seq.k_offset;
-    s.stat_row0 = seq.stat_row0;
-    s.stat_head_stride = seq.stat_head_stride;
-  }
-}
-
-// The sequence geometry of a published tile (fields read now).
-template <class T>
-CUTE_DEVICE BwdSeq<T> slot_seq(cd42_attn_bwd_args const& a, BwdTileSlot const& s) {
-  if constexpr (!T::kVarlen) return BwdSeq<T>(a, slot_read(s.batch), a.heads_q);
-  BwdSeq<T> seq;
-  seq.seqlen_q = slot_read(s.seqlen_q);
-  seq.seqlen_k = slot_read(s.seqlen_k);
-  seq.q_offset = slot_read(s.q_offset);
-  seq.k_offset = slot_read(s.k_offset);
-  seq.stat_row0 = slot_read(s.stat_row0);
-  seq.stat_head_stride = slot_read(s.stat_head_stride);
-  return seq;
-}
-
 // Whether key `key` (of this sequence) is visible from query row `row`
 // (bottom-right aligned masks, as the forward); keys past seqlen_k never are.
 template <class T>
@@ -250,39 +152,31 @@ CUTE_DEVICE float bwd_logit_log2(typename T::Params const& p, float s, float& ca
 }
 
 // dK (scaled: S = scale * Q K^T) and dV from the dK/dV MMA's accumulators,
-// keys past seqlen_k skipped. The addressing is rebuilt from the tile index here
+// keys past seqlen_k skipped. The addressing is rebuilt from blockIdx here
 // rather than kept live across the main loop (it costs registers there).
 template <class T, class FragdK, class FragdV>
-CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV, int tidx,
-                                 BwdTileSlot const& slot) {
+CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV, int tidx) {
   using namespace cute;
   using Element = typename T::Element;
   typename T::TiledMmadKV mma_dkv;
   Tensor tdKVcdKV = mma_dkv.get_thread_slice(tidx).partition_C(
       make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
-  int const b = slot_read(slot.batch), h = slot_read(slot.head_kv), n_block = slot_read(slot.n_block);
-  BwdSeq<T> const seq = slot_seq<T>(a, slot);  // (varlen: batch strides are 0, rows start at k_offset)
+  BwdTile const tile = bwd_tile(a);
+  int const b = tile.batch, h = tile.head_kv;
+  BwdSeq<T> const seq(a, b, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
   Element* dk = static_cast<Element*>(a.dk) + int64_t(b) * a.dk_batch_stride + int64_t(h) * a.dk_head_stride +
                 int64_t(seq.k_offset) * a.dk_row_stride;
   Element* dv = static_cast<Element*>(a.dv) + int64_t(b) * a.dv_batch_stride + int64_t(h) * a.dv_head_stride +
                 int64_t(seq.k_offset) * a.dv_row_stride;
   CUTE_UNROLL
   for (int i = 0; i < size(tdKrdK); ++i) {
-    int const key = n_block * T::kBlockN + get<0>(tdKVcdKV(i));
+    int const key = tile.n_block * T::kBlockN + get<0>(tdKVcdKV(i));
     int const col = get<1>(tdKVcdKV(i));
     if (key < seq.seqlen_k) {
       dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
       dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
     }
   }
-}
-
-// The first thread of this consumer warpgroup, as a warp-uniform value: the
-// shared-memory operand descriptors of the SS / RS wgmmas depend only on the
-// warpgroup, and derived from a uniform value they live in uniform registers
-// instead of 2 x (D / 16) vector registers per operand.
-CUTE_DEVICE int consumer_wg_base() {
-  return __shfl_sync(0xffffffff, (int(threadIdx.x) - kWarpGroupThreads) / kWarpGroupThreads, 0) * kWarpGroupThreads;
 }
 
 // Thread-dependent addressing (smem slots, fragment coordinates) is rebuilt

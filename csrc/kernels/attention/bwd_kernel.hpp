@@ -2,7 +2,7 @@
 //
 // Warpgroup 0 is the producer (one thread: K/V once, then Q and dO of each
 // query block through a 2-stage TMA pipeline), warpgroups 1-2 the consumers.
-// Persistent: at most one CTA per SM walks (key block, KV head, batch) tiles, see BwdTileDecoder.
+// Non-persistent: one CTA per (key block, KV head, batch) tile, see bwd_tile().
 #pragma once
 
 #include <cmath>
@@ -21,10 +21,13 @@ namespace cd42::attn {
 
 template <class T>
 CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedStorage& ss,
-                              typename T::PipelineSched& pipe_sched, typename T::PipelineKV& pipe_kv,
-                              typename T::PipelineQ& pipe_q) {
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q,
+                              BwdSeq<T> const& seq) {
   using namespace cute;
   auto const& a = p.args;
+  BwdTile const tile = bwd_tile(a);
+  int const n_block = tile.n_block, head_kv = tile.head_kv;
+  int const batch = T::kVarlen ? 0 : tile.batch;  // varlen: one packed "batch" of all tokens
   int const group = a.heads_q / a.heads_kv;
   int const rows_q = T::kVarlen ? a.total_q : a.seqlen_q;
   int const rows_k = T::kVarlen ? a.total_k : a.seqlen_k;
@@ -38,81 +41,48 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
   Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
   Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
 
-  int k = 0;  // tiles published so far (see pipe_state_at)
+  auto kv_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   auto q_state = cutlass::make_producer_start_state<typename T::PipelineQ>();
-  int const num_tiles = bwd_num_tiles(a);
-  // Tiles past the first wave come from the counter. (The grid size is read
-  // at each claim, and the claim is made after the tile's loads: kept live
-  // across them, either spills from 24 registers.)
-  auto claim_next = [&] {
-    int grid;
-    asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(grid));
-    return grid + atomicAdd(a.tile_counter, 1);
-  };
-  int t = blockIdx.x;
-  CUTE_NO_UNROLL
-  for (;;) {
-    // Varlen tiles past a short sequence's keys are skipped here, so the
-    // consumers only ever see real tiles (or the end marker, t >= num_tiles).
-    if constexpr (T::kVarlen) {
-      CUTE_NO_UNROLL
-      for (; t < num_tiles; t = claim_next()) {
-        BwdTile const c = p.tiles(t);
-        if (!bwd_tile_empty(BwdSeq<T>(a, c.batch, a.heads_q), c)) break;
-      }
-    }
-    pipe_sched.producer_acquire(pipe_state_at<typename T::PipelineSched>(k, true));
-    BwdTile const tile = p.tiles(t < num_tiles ? t : 0);
-    BwdSeq<T> const seq(a, tile.batch, a.heads_q);
-    slot_write(ss.tiles[k % 2], t, tile, seq);
-    pipe_sched.producer_commit(pipe_state_at<typename T::PipelineSched>(k, true));
-    if (t >= num_tiles) break;
-    int const n_block = tile.n_block, head_kv = tile.head_kv;
-    int const batch = T::kVarlen ? 0 : tile.batch;  // varlen: one packed "batch" of all tokens
-    // K / V: the consumers release the previous tile's before its epilogue.
-    {
-      Tensor gK = local_tile(head_view(mK, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
-                             make_coord(n_block, _0{}));
-      Tensor gV = local_tile(head_view(mV, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
-                             make_coord(n_block, _0{}));
-      auto k_part = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-      auto v_part = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-      pipe_kv.producer_acquire(pipe_state_at<typename T::PipelineKV>(k, true));
-      auto* bar = pipe_kv.producer_get_barrier(pipe_state_at<typename T::PipelineKV>(k, true));
-      copy(p.tma_k.with(*bar), get<0>(k_part), get<1>(k_part));
-      copy(p.tma_v.with(*bar), get<0>(v_part), get<1>(v_part));
-    }
-    BwdBlockRange<T> range(a, seq, n_block);
-    CUTE_NO_UNROLL
-    for (int g = 0; g < group; ++g) {
-      int const head = head_kv * group + g;
-      // Varlen: rows past this sequence's end are the next one's (or TMA's
-      // zero fill); their P is 0 through the padded LSE rows (+inf).
-      Tensor gQ = local_tile(head_view(mQ, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
-                             make_coord(_, _0{}));  // (M, D, m)
-      Tensor gdO = local_tile(head_view(mdO, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
-                              make_coord(_, _0{}));
-      auto q_part = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-      auto do_part = tma_partition(p.tma_do, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-      int64_t const stat_row = seq.stat_row(head);  // (one 64-bit offset, not two pointers: 24 registers)
-      CUTE_NO_UNROLL
-      for (int m = range.m_min; m < range.m_max; ++m) {
-        pipe_q.producer_acquire(q_state);
-        auto* bar = pipe_q.producer_get_barrier(q_state);
-        copy(p.tma_q.with(*bar), get<0>(q_part)(_, m), get<1>(q_part)(_, q_state.index()));
-        copy(p.tma_do.with(*bar), get<0>(do_part)(_, m), get<1>(do_part)(_, q_state.index()));
-        // The rows' LSE and dsum (padded buffers: 256-byte aligned, never out of bounds).
-        SM90_BULK_COPY_G2S::copy(a.lse_log2 + stat_row + m * T::kBlockM, bar, ss.lse_log2[q_state.index()],
-                                 T::kRowStatBytes);
-        SM90_BULK_COPY_G2S::copy(a.dsum + stat_row + m * T::kBlockM, bar, ss.dsum[q_state.index()], T::kRowStatBytes);
-        ++q_state;
-      }
-    }
-    t = claim_next();
-    ++k;
+  {
+    Tensor gK = local_tile(head_view(mK, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+                           make_coord(n_block, _0{}));
+    Tensor gV = local_tile(head_view(mV, head_kv, batch, seq.k_offset), Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{},
+                           make_coord(n_block, _0{}));
+    auto k_part = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto v_part = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+    pipe_kv.producer_acquire(kv_state);
+    auto* bar = pipe_kv.producer_get_barrier(kv_state);
+    copy(p.tma_k.with(*bar), get<0>(k_part), get<1>(k_part));
+    copy(p.tma_v.with(*bar), get<0>(v_part), get<1>(v_part));
+    ++kv_state;
   }
-  pipe_sched.producer_tail(pipe_state_at<typename T::PipelineSched>(k + 1, true));  // k tiles and the end marker
-  pipe_kv.producer_tail(pipe_state_at<typename T::PipelineKV>(k, true));
+  BwdBlockRange<T> range(a, seq, n_block);
+  CUTE_NO_UNROLL
+  for (int g = 0; g < group; ++g) {
+    int const head = head_kv * group + g;
+    // Varlen: rows past this sequence's end are the next one's (or TMA's
+    // zero fill); their P is 0 through the padded LSE rows (+inf).
+    Tensor gQ = local_tile(head_view(mQ, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+                           make_coord(_, _0{}));  // (M, D, m)
+    Tensor gdO = local_tile(head_view(mdO, head, batch, seq.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
+                            make_coord(_, _0{}));
+    auto q_part = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto do_part = tma_partition(p.tma_do, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+    float const* lse_rows = a.lse_log2 + seq.stat_row(head);
+    float const* dsum_rows = a.dsum + seq.stat_row(head);
+    CUTE_NO_UNROLL
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      pipe_q.producer_acquire(q_state);
+      auto* bar = pipe_q.producer_get_barrier(q_state);
+      copy(p.tma_q.with(*bar), get<0>(q_part)(_, m), get<1>(q_part)(_, q_state.index()));
+      copy(p.tma_do.with(*bar), get<0>(do_part)(_, m), get<1>(do_part)(_, q_state.index()));
+      // The rows' LSE and dsum (padded buffers: 256-byte aligned, never out of bounds).
+      SM90_BULK_COPY_G2S::copy(lse_rows + m * T::kBlockM, bar, ss.lse_log2[q_state.index()], T::kRowStatBytes);
+      SM90_BULK_COPY_G2S::copy(dsum_rows + m * T::kBlockM, bar, ss.dsum[q_state.index()], T::kRowStatBytes);
+      ++q_state;
+    }
+  }
+  pipe_kv.producer_tail(kv_state);
   pipe_q.producer_tail(q_state);
 }
 
@@ -120,256 +90,236 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
 // shared memory into the float32 accumulator with one bulk reduce (async
 // proxy, whole 128-byte lines at L2), in the consumers' step order.
 template <class T>
-CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss,
-                               typename T::PipelineSched& pipe_sched) {
+CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss, BwdSeq<T> const& seq) {
   auto const& a = p.args;
+  BwdTile const tile = bwd_tile(a);
+  int const n_block = tile.n_block, head_kv = tile.head_kv;
   int const group = a.heads_q / a.heads_kv;
   bool const leader = cute::elect_one_sync();
-  int k = 0;  // tiles taken so far (see pipe_state_at)
+  BwdBlockRange<T> range(a, seq, n_block);
+  int const steps = group * (range.m_max - range.m_min);
+  constexpr int kThreads = T::kConsumerThreads + T::kdQWriterThreads;
+  if (steps > 0) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);  // starts empty
+  int step = 0;
   CUTE_NO_UNROLL
-  for (;; ++k) {
-    pipe_sched.consumer_wait(pipe_state_at<typename T::PipelineSched>(k));
-    BwdTileSlot const& slot = ss.tiles[k % 2];
-    if (slot_read(slot.tile) >= bwd_num_tiles(a)) {
-      pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
-      break;
-    }
-    BwdSeq<T> const seq = slot_seq<T>(a, slot);
-    int const n_block = slot_read(slot.n_block), head_kv = slot_read(slot.head_kv);
-    BwdBlockRange<T> range(a, seq, n_block);
-    int const steps = group * (range.m_max - range.m_min);
-    constexpr int kThreads = T::kConsumerThreads + T::kdQWriterThreads;
-    if (steps > 0) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);  // starts empty
-    int step = 0;
+  for (int g = 0; g < group; ++g) {
+    int64_t const chunk0 = seq.stat_row(head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
     CUTE_NO_UNROLL
-    for (int g = 0; g < group; ++g) {
-      int64_t const chunk0 = seq.stat_row(head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
-      CUTE_NO_UNROLL
-      for (int m = range.m_min; m < range.m_max; ++m) {
-        cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull);
-        if (leader) {
-          float* dst = a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim);
-          int* sem = nullptr;
-          int turn = 0;
-          if constexpr (T::kDeterministic) {  // the key blocks before this one have added
-            sem = a.dq_semaphore + chunk0 + m;
-            turn = dq_turn<T>(a, seq, n_block, m);
-            while (ld_acquire(sem) != turn) __nanosleep(64);
-          }
-          uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ);
-          asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
-                       :: "l"(dst), "r"(src), "r"(T::kdQBytes) : "memory");
-          cute::tma_store_arrive();
-          if constexpr (T::kDeterministic) {  // the adds are complete and visible before the next turn
-            asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
-            asm volatile("fence.proxy.async.global;" ::: "memory");
-            st_release(sem, turn + 1);
-          } else {
-            cute::tma_store_wait<0>();  // the tile has been read: smem may be reused
-          }
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull);
+      if (leader) {
+        float* dst = a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim);
+        int* sem = nullptr;
+        int turn = 0;
+        if constexpr (T::kDeterministic) {  // the key blocks before this one have added
+          sem = a.dq_semaphore + chunk0 + m;
+          turn = dq_turn<T>(a, seq, n_block, m);
+          while (ld_acquire(sem) != turn) __nanosleep(64);
         }
-        __syncwarp();
-        if (++step < steps) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);
+        uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ);
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                     :: "l"(dst), "r"(src), "r"(T::kdQBytes) : "memory");
+        cute::tma_store_arrive();
+        if constexpr (T::kDeterministic) {  // the adds are complete and visible before the next turn
+          asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+          asm volatile("fence.proxy.async.global;" ::: "memory");
+          st_release(sem, turn + 1);
+        } else {
+          cute::tma_store_wait<0>();  // the tile has been read: smem may be reused
+        }
       }
+      __syncwarp();
+      if (++step < steps) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);
     }
-    pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
   }
   if (leader) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // complete before the CTA exits
 }
 
 template <class T>
 CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedStorage& ss,
-                              typename T::PipelineSched& pipe_sched, typename T::PipelineKV& pipe_kv,
-                              typename T::PipelineQ& pipe_q) {
+                              typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q,
+                              BwdSeq<T> const& seq) {
   using namespace cute;
   using Element = typename T::Element;
   auto const& a = p.args;
+  int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
+  int const n_block = bwd_tile(a).n_block;
   int const group = a.heads_q / a.heads_kv;
+  int const seqlen_k = seq.seqlen_k;
+  int const off = seq.seqlen_k - seq.seqlen_q;
+  int const n0 = n_block * T::kBlockN;
 
-  int k = 0;  // tiles taken so far (see pipe_state_at)
+  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
+  Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
+  Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
+  Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdSt{});
+  Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
+
+  typename T::TiledMmaSdP mma_sdp;
+  typename T::TiledMmadKV mma_dkv;
+  typename T::TiledMmadQ mma_dq;
+  auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+  auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+  auto thr_dq = mma_dq.get_thread_slice(tidx);
+
+  Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));     // (MMA, 1, D/16)
+  Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));     // (MMA, 1, D/16, stages)
+  Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
+  Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
+  Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));  // (MMA, 1, M/16, stages)
+  Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
+  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));     // (MMA, 1, N/16)
+  Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
+
+  Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
+  // P^T and dS^T as A operands: 16-bit A fragments reuse the accumulator's register order.
+  Tensor tdVrP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+  Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+  static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
+  // Softcap: d(scores)/d(raw) = scale * (1 - tanh^2), kept from P^T to dS^T
+  // as fp16 pairs (half the registers of keeping it in fp32).
+  constexpr int kCapValues = T::kSoftcap ? int(decltype(size(tSrS))::value) : 1;
+  Tensor tdScap = make_tensor<cutlass::half_t>(Int<kCapValues>{});
+  // (fresh_consumer_tidx: kept live, the thread-dependent addressing costs
+  // the registers that fp16 and D=96 configs spill.)
+  auto fresh_tidx = fresh_consumer_tidx;
+
+  auto kv_state = typename T::PipelineKV::PipelineState{};
   auto q_state = typename T::PipelineQ::PipelineState{};
-  CUTE_NO_UNROLL
-  for (;; ++k) {
-    pipe_sched.consumer_wait(pipe_state_at<typename T::PipelineSched>(k));
-    BwdTileSlot const& slot = ss.tiles[k % 2];
-    if (slot_read(slot.tile) >= bwd_num_tiles(a)) {
-      pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
-      break;
-    }
-    // Fragments and smem addressing are rebuilt per tile from a freshly read
-    // thread index: hoisted out of the tile loop they stay live across the
-    // dK / dV epilogue and spill.
-    int const tidx = fresh_consumer_tidx();
-    Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
-    Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
-    Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
-    Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
-    Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
-    Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
-    Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
-    Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdSt{});
-    Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
+  clear(tdKrdK);
+  clear(tdVrdV);
+  pipe_kv.consumer_wait(kv_state);
 
-    typename T::TiledMmaSdP mma_sdp;
-    typename T::TiledMmadKV mma_dkv;
-    typename T::TiledMmadQ mma_dq;
-    // (operand fragments only: the accumulator partitions take the thread index)
-    auto thr_sdp = mma_sdp.get_thread_slice(consumer_wg_base());
-    auto thr_dkv = mma_dkv.get_thread_slice(consumer_wg_base());
-    auto thr_dq = mma_dq.get_thread_slice(consumer_wg_base());
-
-    Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));     // (MMA, 1, D/16)
-    Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));     // (MMA, 1, D/16, stages)
-    Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
-    Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
-    Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));  // (MMA, 1, M/16, stages)
-    Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
-    Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));     // (MMA, 1, N/16)
-    Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
-
-    Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
-    Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
-    Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
-    Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
-    Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
-    // P^T and dS^T as A operands: 16-bit A fragments reuse the accumulator's register order.
-    Tensor tdVrP = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-    Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-    static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
-    // Softcap: d(scores)/d(raw) = scale * (1 - tanh^2), kept from P^T to dS^T
-    // as fp16 pairs (half the registers of keeping it in fp32).
-    constexpr int kCapValues = T::kSoftcap ? int(decltype(size(tSrS))::value) : 1;
-    Tensor tdScap = make_tensor<cutlass::half_t>(Int<kCapValues>{});
-    // (fresh_consumer_tidx: kept live, the thread-dependent addressing costs
-    // the registers that fp16 and D=96 configs spill.)
-    auto fresh_tidx = fresh_consumer_tidx;
-
-    clear(tdKrdK);
-    clear(tdVrdV);
-    pipe_kv.consumer_wait(pipe_state_at<typename T::PipelineKV>(k));
-
-    BwdBlockRange<T> range(a, slot_seq<T>(a, slot), slot_read(slot.n_block));
-    for (int g = 0; g < group; ++g) {
-      for (int m = range.m_min; m < range.m_max; ++m) {
-        int const m0 = m * T::kBlockM;
-        int const n0 = slot_read(slot.n_block) * T::kBlockN;
-        int const seqlen_k = T::kVarlen ? slot_read(slot.seqlen_k) : a.seqlen_k;
-        int const off = seqlen_k - (T::kVarlen ? slot_read(slot.seqlen_q) : a.seqlen_q);
-        pipe_q.consumer_wait(q_state);
-        int const stage = q_state.index();
-        // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
-        // from S^T while the tensor cores still work on dP^T (fits next to
-        // dK/dV at D = 128 with 64-row steps and at D = 64 with 128).
-        wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
-        wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
-        warpgroup_wait<1>();  // S^T
-        warpgroup_fence_operand(tSrS);
-        // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =
-        // +inf (padding), so their P is 0 without a test.
-        float const* s_lse = ss.lse_log2[stage];
-        float const* s_dsum = ss.dsum[stage];
-        Tensor tScS = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
-            make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-        CUTE_UNROLL
-        for (int i = 0; i < size(tSrS); ++i) {
-          int const r = get<1>(tScS(i));
-          bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
-          float cap_grad;
-          float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
-          if constexpr (T::kSoftcap) tdScap(i) = static_cast<cutlass::half_t>(cap_grad);  // in [0, 1]: fp16 keeps 11 bits
-          tdVrP(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tdPrdP);
-        Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
-            make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-        CUTE_UNROLL
-        for (int i = 0; i < size(tdPrdP); ++i) {
-          float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
-          float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]);
-          if constexpr (T::kSoftcap) ds *= static_cast<float>(tdScap(i));
-          tdKrdS(i) = static_cast<Element>(ds);
-        }
-
-        // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
-        // the keys). The previous step's dQ wgmma of both warpgroups has
-        // retired before either gets here (each waits for it below).
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
-        CUTE_UNROLL
-        {  // stmatrix: 8x8 tiles of 16-bit values, rows (keys) of 8 contiguous query columns
-          auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
-          auto thr_r2s = r2s.get_thread_slice(fresh_tidx());
-          Tensor tdSr = thr_r2s.retile_S(make_tensor(tdKrdS.data(), tSrS.layout()));  // dS^T in C-fragment order
-          cute::copy(r2s, tdSr, thr_r2s.partition_D(sdSt));
-        }
-        cutlass::arch::fence_view_async_shared();
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
-
-        // dQ = dS K first (its own commit group), then dV += P^T dO and
-        // dK += dS^T Q: only dQ is waited for here; dV/dK retire during the
-        // dQ store. (Letting them run on into the next step's S^T/dP^T keeps
-        // P^T and dS^T live next to S^T and dP^T: ptxas serializes the
-        // wgmmas for lack of registers at D=128.) The register A operands are
-        // fenced too, or ptxas injects warpgroup.arrive between the wgmmas (C7519).
-        warpgroup_fence_operand(tdVrP);
-        warpgroup_fence_operand(tdKrdS);
-        warpgroup_fence_operand(tdVrdV);
-        warpgroup_fence_operand(tdKrdK);
-        warpgroup_fence_operand(tdQrdQ);
-        warpgroup_arrive();
-        mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
-          cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
-          mma_dq.accumulate_ = GMMA::ScaleOut::One;
-        }
-        warpgroup_commit_batch();
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tdVrP); ++kb) {
-          cute::gemm(mma_dkv, tdVrP(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
-        }
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tdKrdS); ++kb) {
-          cute::gemm(mma_dkv, tdKrdS(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
-        }
-        warpgroup_commit_batch();
-        warpgroup_wait<1>();
-        warpgroup_fence_operand(tdQrdQ);
-
-        // dQ (unscaled) to the shared tile as float4s in register order
-        // (chunk c of thread t at float4 index c * threads + t: a warp's
-        // stores are contiguous), once the writer warp has read the last one.
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQEmpty);
-        {
-          float4* sdQ = reinterpret_cast<float4*>(ss.dQ) + fresh_tidx();
-          CUTE_UNROLL
-          for (int c = 0; c < T::kdQPerThread / 4; ++c) {
-            sdQ[c * T::kConsumerThreads] =
-                make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3));
-          }
-        }
-        cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
-        cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQFull);
-        warpgroup_wait<0>();  // dV, dK: their A operands are rewritten next step, their B is this stage
-        warpgroup_fence_operand(tdVrdV);
-        warpgroup_fence_operand(tdKrdK);
-        pipe_q.consumer_release(q_state);
-        ++q_state;
+  BwdBlockRange<T> range(a, seq, n_block);
+  for (int g = 0; g < group; ++g) {
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      int const m0 = m * T::kBlockM;
+      pipe_q.consumer_wait(q_state);
+      int const stage = q_state.index();
+      // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
+      // from S^T while the tensor cores still work on dP^T (fits next to
+      // dK/dV at D = 128 with 64-row steps and at D = 64 with 128).
+      wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
+      wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
+      warpgroup_wait<1>();  // S^T
+      warpgroup_fence_operand(tSrS);
+      // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =
+      // +inf (padding), so their P is 0 without a test.
+      float const* s_lse = ss.lse_log2[stage];
+      float const* s_dsum = ss.dsum[stage];
+      Tensor tScS = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        int const r = get<1>(tScS(i));
+        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
+        float cap_grad;
+        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
+        if constexpr (T::kSoftcap) tdScap(i) = static_cast<cutlass::half_t>(cap_grad);  // in [0, 1]: fp16 keeps 11 bits
+        tdVrP(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
       }
-    }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdPrdP);
+      Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdPrdP); ++i) {
+        float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
+        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]);
+        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdScap(i));
+        tdKrdS(i) = static_cast<Element>(ds);
+      }
 
-    // K and V are read for the last time above: release them, so the
-    // producer loads the next tile's during the epilogue.
-    pipe_kv.consumer_release(pipe_state_at<typename T::PipelineKV>(k));
-    bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_tidx(), slot);
-    pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
+      // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
+      // the keys). The previous step's dQ wgmma of both warpgroups has
+      // retired before either gets here (each waits for it below).
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+      CUTE_UNROLL
+      {  // stmatrix: 8x8 tiles of 16-bit values, rows (keys) of 8 contiguous query columns
+        auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
+        auto thr_r2s = r2s.get_thread_slice(fresh_tidx());
+        Tensor tdSr = thr_r2s.retile_S(make_tensor(tdKrdS.data(), tSrS.layout()));  // dS^T in C-fragment order
+        cute::copy(r2s, tdSr, thr_r2s.partition_D(sdSt));
+      }
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+
+      // dQ = dS K first (its own commit group), then dV += P^T dO and
+      // dK += dS^T Q: only dQ is waited for here; dV/dK retire during the
+      // dQ store. (Letting them run on into the next step's S^T/dP^T keeps
+      // P^T and dS^T live next to S^T and dP^T: ptxas serializes the
+      // wgmmas for lack of registers at D=128.) The register A operands are
+      // fenced too, or ptxas injects warpgroup.arrive between the wgmmas (C7519).
+      warpgroup_fence_operand(tdVrP);
+      warpgroup_fence_operand(tdKrdS);
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      warpgroup_fence_operand(tdQrdQ);
+      warpgroup_arrive();
+      mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
+        cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
+        mma_dq.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdVrP); ++kb) {
+        cute::gemm(mma_dkv, tdVrP(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
+      }
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdKrdS); ++kb) {
+        cute::gemm(mma_dkv, tdKrdS(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<1>();
+      warpgroup_fence_operand(tdQrdQ);
+
+      // dQ (unscaled) to the shared tile as float4s in register order
+      // (chunk c of thread t at float4 index c * threads + t: a warp's
+      // stores are contiguous), once the writer warp has read the last one.
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQEmpty);
+      {
+        float4* sdQ = reinterpret_cast<float4*>(ss.dQ) + fresh_tidx();
+        CUTE_UNROLL
+        for (int c = 0; c < T::kdQPerThread / 4; ++c) {
+          sdQ[c * T::kConsumerThreads] =
+              make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3));
+        }
+      }
+      cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
+      cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQFull);
+      warpgroup_wait<0>();  // dV, dK: their A operands are rewritten next step, their B is this stage
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      pipe_q.consumer_release(q_state);
+      ++q_state;
+    }
   }
+
+  // K and V are read for the last time above: release them, or the
+  // producer's pipeline tail would wait for that forever.
+  pipe_kv.consumer_release(kv_state);
+
+  bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_tidx());
 }
 
 template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
+  BwdSeq<T> const seq(p.args, bwd_tile(p.args).batch, p.args.heads_q);
+  // Varlen: the grid covers the longest sequence's keys; the whole CTA
+  // leaves before any barrier exists if this one has no keys here.
+  if (T::kVarlen && bwd_tile(p.args).n_block * T::kBlockN >= seq.seqlen_k) return;
   int const warp_group = threadIdx.x / kWarpGroupThreads;
   int const warp_idx = cutlass::canonical_warp_idx_sync();
   int const lane_leader = cute::elect_one_sync();
@@ -385,28 +335,20 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
       ss.pipe_kv, tma_pipeline_params<typename T::PipelineKV>(producer, T::kKVBytes, T::kConsumerThreads), cluster);
   typename T::PipelineQ pipe_q(
       ss.pipe_q, tma_pipeline_params<typename T::PipelineQ>(producer, T::kQdOBytes, T::kConsumerThreads), cluster);
-  // Tile ids: thread 0 produces; the consumers and (narrow variant) the dQ writer warp consume.
-  typename T::PipelineSched::Params ps;
-  ps.role = threadIdx.x == 0 ? T::PipelineSched::ThreadCategory::Producer
-                             : T::PipelineSched::ThreadCategory::Consumer;
-  ps.producer_arv_count = 1;
-  ps.consumer_arv_count = T::kConsumerThreads + T::kdQWriterThreads;
-  typename T::PipelineSched pipe_sched(ss.pipe_sched, ps, cute::true_type{});
   __syncthreads();
 
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
-    if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_sched, pipe_kv, pipe_q);
+    if (warp_idx == 0 && lane_leader) bwd_producer<T>(p, ss, pipe_kv, pipe_q, seq);
     if constexpr (!T::kWide) {  // the wide variant's consumers add dQ themselves
-      // (the warp index re-read: kept live across the producer loop it spills)
-      if (cutlass::canonical_warp_idx_sync() == 1) bwd_dq_writer<T>(p, ss, pipe_sched);
+      if (warp_idx == 1) bwd_dq_writer<T>(p, ss, seq);
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     if constexpr (T::kWide) {
-      bwd_consumer_wide<T>(p, ss, pipe_sched, pipe_kv, pipe_q);
+      bwd_consumer_wide<T>(p, ss, pipe_kv, pipe_q, seq);
     } else {
-      bwd_consumer<T>(p, ss, pipe_sched, pipe_kv, pipe_q);
+      bwd_consumer<T>(p, ss, pipe_kv, pipe_q, seq);
     }
   }
 }

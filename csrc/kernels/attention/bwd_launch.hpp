@@ -19,9 +19,8 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       a.seqlen_k <= 0 || a.seqlen_q_pad % T::kBlockM != 0 || a.seqlen_q_pad < a.seqlen_q) {
     return set_error(kBadArgument, "attn_bwd: bad sizes (batch/heads/seqlens must be positive, heads_q % heads_kv == 0)");
   }
-  if (a.block_n != T::kBlockN || a.tile_group <= 0 || a.num_sms <= 0 || a.tile_counter == nullptr) {
-    return set_error(kBadArgument,
-                     "attn_bwd: block_n must match the config, tile_group and num_sms be positive, tile_counter given");
+  if (a.block_n != T::kBlockN || a.tile_group <= 0) {
+    return set_error(kBadArgument, "attn_bwd: block_n must match the config and tile_group be positive");
   }
   if (T::kSoftcap != (a.softcap > 0.f)) {
     return set_error(kBadArgument, "attn_bwd: softcap > 0 must be given exactly for softcap configs");
@@ -56,7 +55,6 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
       T::make_tma_k(static_cast<E const*>(a.v), rows_k, a.heads_kv, batches, a.v_row_stride, a.v_head_stride,
                     a.v_batch_stride),
       a,
-      BwdTileDecoder(a, (a.seqlen_k + T::kBlockN - 1) / T::kBlockN),
       a.softmax_scale * 1.4426950408889634f,
       T::kSoftcap ? a.softmax_scale / a.softcap : 0.f,
       a.softcap * 1.4426950408889634f};
@@ -65,8 +63,7 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   if (smem_status != kOk) return smem_status;
   int64_t const tiles = int64_t((a.seqlen_k + T::kBlockN - 1) / T::kBlockN) * a.heads_kv * a.batch;
   if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_bwd: more than 2^31 - 1 (key block, head, batch) tiles");
-  if (a.num_tiles != tiles) return set_error(kBadArgument, "attn_bwd: num_tiles must be key blocks x heads_kv x batch");
-  dim3 const grid{unsigned(tiles < a.num_sms ? tiles : a.num_sms)};  // persistent, see BwdTileDecoder
+  dim3 const grid{unsigned(tiles)};  // see bwd_tile()
   attn_bwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_bwd launch");
 }

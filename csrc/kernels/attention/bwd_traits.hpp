@@ -1,8 +1,7 @@
 // Compile-time description of one attention-backward config.
 //
-// One tile per (key block of kBlockN = 128 keys, KV head, batch), walked by
-// persistent CTAs (bwd_common.hpp): a tile holds K and V of its block in
-// shared memory, walks every query block (kBlockM =
+// One CTA per (key block of kBlockN = 128 keys, KV head, batch): it holds K
+// and V of its block in shared memory, walks every query block (kBlockM =
 // 64 rows, or 128 at D = 64) of every query head of its GQA group that can see those keys,
 // and accumulates dK and dV in registers (so the group reduction happens in
 // the kernel, in a fixed order). Per query block, consumer warpgroup w owns
@@ -30,7 +29,6 @@
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/bwd_args.h"
-#include "kernels/attention/bwd_common.hpp"  // BwdTileDecoder
 #include "kernels/attention/fwd_traits.hpp"  // MaskKind
 
 namespace cd42::attn {
@@ -81,7 +79,6 @@ struct BwdOperands {
     TmaK tma_k;
     TmaK tma_v;
     cd42_attn_bwd_args args;
-    BwdTileDecoder tiles;
     float scale_log2;    // softmax_scale * log2(e): raw score -> exp2 argument (no softcap)
     float softcap_in;    // softcap: softmax_scale / softcap, raw score -> tanh argument
     float softcap_log2;  // softcap: softcap * log2(e), tanh -> exp2 argument
@@ -118,15 +115,8 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
-  // The producer warpgroup (TMA issue + dQ writer) fits 24 registers in the
-  // persistent tile loop except with varlen (the sequence geometry of each
-  // tile) and deterministic turns (the dQ writer's turn search); those run
-  // 40 / 232, which the 128-row steps at D = 64 (S^T and dP^T of 64 x 128 per
-  // warpgroup) do not fit: validate() refuses that combination.
-  static constexpr bool kRoomyProducer = Varlen_ || Deterministic_;
-  static constexpr int kProducerRegs = kRoomyProducer ? 40 : 24;
-  static constexpr int kConsumerRegs = kRoomyProducer ? 232 : 240;
-  static_assert(!(kRoomyProducer && BlockM_ == 128), "backward: 128-row steps need 240 consumer registers");
+  static constexpr int kProducerRegs = 24;   // one TMA-issuing thread
+  static constexpr int kConsumerRegs = 240;  // dK + dV accumulators next to S/dP/dQ
   static_assert(setmaxnreg_pool_ok(168, kProducerRegs, kConsumerWGs, kConsumerRegs), "setmaxnreg.inc would wait forever");
   // dK and dV accumulators: 2 x 64 x D fp32 per warpgroup = D registers per
   // thread; D = 256 does not fit next to S, dP and dQ (not supported in v1).
@@ -179,7 +169,6 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
 
   using PipelineKV = cutlass::PipelineTmaAsync<1>;
   using PipelineQ = cutlass::PipelineTmaAsync<kStages>;  // Q and dO of one query block
-  using PipelineSched = cutlass::PipelineAsync<2>;       // tile slots: producer -> consumers and the dQ writer
 
   struct SharedStorage {
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;
@@ -193,8 +182,6 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
     alignas(16) float dsum[kStages][kBlockM];
     typename PipelineKV::SharedStorage pipe_kv;
     typename PipelineQ::SharedStorage pipe_q;
-    typename PipelineSched::SharedStorage pipe_sched;
-    BwdTileSlot tiles[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "backward config exceeds 227 KB of shared memory");

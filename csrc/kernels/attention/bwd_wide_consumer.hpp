@@ -16,178 +16,164 @@ constexpr int kBwdWideBarrierTurn = 1;  // deterministic: this CTA's turn to add
 
 template <class T>
 CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::SharedStorage& ss,
-                                   typename T::PipelineSched& pipe_sched, typename T::PipelineKV& pipe_kv,
-                                   typename T::PipelineQ& pipe_q) {
+                                   typename T::PipelineKV& pipe_kv, typename T::PipelineQ& pipe_q,
+                                   BwdSeq<T> const& seq) {
   using namespace cute;
   using Element = typename T::Element;
   auto const& a = p.args;
+  int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
+  int const n_block = bwd_tile(a).n_block;
   int const group = a.heads_q / a.heads_kv;
+  int const seqlen_k = seq.seqlen_k;
+  int const off = seq.seqlen_k - seq.seqlen_q;
+  int const n0 = n_block * T::kBlockN;
 
-  int k = 0;  // tiles taken so far (see pipe_state_at)
+  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
+  Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
+  Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
+  Tensor sPt = make_tensor(make_smem_ptr(ss.P.begin()), typename T::SmemLayoutPt{});
+  Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutPt{});
+  Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
+
+  typename T::TiledMmaSdP mma_sdp;
+  typename T::TiledMmadKV mma_dkv;
+  typename T::TiledMmadQ mma_dq;
+  auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+  auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+  auto thr_dq = mma_dq.get_thread_slice(tidx);
+
+  Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));  // (MMA, 1, D/16)
+  Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));  // (MMA, 1, D/16, stages)
+  Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
+  Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
+  Tensor tdVrPt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sPt));     // (MMA, 1, M/16)
+  Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));   // (MMA, 1, M/16, stages)
+  Tensor tdKrdSt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sdSt));
+  Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
+  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));       // (MMA, 1, N/16)
+  Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
+
+  Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
+  Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
+  static_assert(decltype(size(tdQrdQ))::value == T::kdQPerThread, "dQ fragment size");
+  // P^T and dS^T in 16 bits, in S^T's accumulator order (stored with stmatrix).
+  Tensor tPr = make_tensor<Element>(tSrS.layout());
+  Tensor tdSr = make_tensor<Element>(tSrS.layout());
+
+  auto kv_state = typename T::PipelineKV::PipelineState{};
   auto q_state = typename T::PipelineQ::PipelineState{};
-  CUTE_NO_UNROLL
-  for (;; ++k) {
-    pipe_sched.consumer_wait(pipe_state_at<typename T::PipelineSched>(k));
-    BwdTileSlot const& slot = ss.tiles[k % 2];
-    if (slot_read(slot.tile) >= bwd_num_tiles(a)) {
-      pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
-      break;
-    }
-    // Fragments and smem addressing are rebuilt per tile from a freshly read
-    // thread index: hoisted out of the tile loop they stay live across the
-    // dK / dV epilogue and spill.
-    int const tidx = fresh_consumer_tidx();
-    Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
-    Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
-    Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
-    Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
-    Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
-    Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
-    Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
-    Tensor sPt = make_tensor(make_smem_ptr(ss.P.begin()), typename T::SmemLayoutPt{});
-    Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutPt{});
-    Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
+  clear(tdKrdK);
+  clear(tdVrdV);
+  pipe_kv.consumer_wait(kv_state);
 
-    typename T::TiledMmaSdP mma_sdp;
-    typename T::TiledMmadKV mma_dkv;
-    typename T::TiledMmadQ mma_dq;
-    // (operand fragments only: the accumulator partitions take the thread index)
-    auto thr_sdp = mma_sdp.get_thread_slice(consumer_wg_base());
-    auto thr_dkv = mma_dkv.get_thread_slice(consumer_wg_base());
-    auto thr_dq = mma_dq.get_thread_slice(consumer_wg_base());
-
-    Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));  // (MMA, 1, D/16)
-    Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));  // (MMA, 1, D/16, stages)
-    Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
-    Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
-    Tensor tdVrPt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sPt));     // (MMA, 1, M/16)
-    Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));   // (MMA, 1, M/16, stages)
-    Tensor tdKrdSt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sdSt));
-    Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
-    Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));       // (MMA, 1, N/16)
-    Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
-
-    Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
-    Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
-    Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
-    Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
-    Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
-    static_assert(decltype(size(tdQrdQ))::value == T::kdQPerThread, "dQ fragment size");
-    // P^T and dS^T in 16 bits, in S^T's accumulator order (stored with stmatrix).
-    Tensor tPr = make_tensor<Element>(tSrS.layout());
-    Tensor tdSr = make_tensor<Element>(tSrS.layout());
-
-    clear(tdKrdK);
-    clear(tdVrdV);
-    pipe_kv.consumer_wait(pipe_state_at<typename T::PipelineKV>(k));
-
-    BwdBlockRange<T> range(a, slot_seq<T>(a, slot), slot_read(slot.n_block));
-    for (int g = 0; g < group; ++g) {
-      // dQ chunk of query block 0
-      int64_t const chunk0 = slot_seq<T>(a, slot).stat_row(slot_read(slot.head_kv) * group + g) / T::kBlockM;
-      for (int m = range.m_min; m < range.m_max; ++m) {
-        int const m0 = m * T::kBlockM;
-        int const n0 = slot_read(slot.n_block) * T::kBlockN;
-        int const seqlen_k = T::kVarlen ? slot_read(slot.seqlen_k) : a.seqlen_k;
-        int const off = seqlen_k - (T::kVarlen ? slot_read(slot.seqlen_q) : a.seqlen_q);
-        pipe_q.consumer_wait(q_state);
-        int const stage = q_state.index();
-        wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
-        wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
-        warpgroup_wait<1>();  // S^T
-        warpgroup_fence_operand(tSrS);
-        float const* s_lse = ss.lse_log2[stage];
-        float const* s_dsum = ss.dsum[stage];
-        Tensor tScS = mma_sdp.get_thread_slice(fresh_consumer_tidx()).partition_C(
-            make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-        // Softcap: 1 - tanh^2 parks in dS^T's registers until dP^T is ready.
-        CUTE_UNROLL
-        for (int i = 0; i < size(tSrS); ++i) {
-          int const r = get<1>(tScS(i));
-          bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
-          float cap_grad;
-          float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
-          if constexpr (T::kSoftcap) tdSr(i) = static_cast<Element>(cap_grad);
-          tPr(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tdPrdP);
-        CUTE_UNROLL
-        for (int i = 0; i < size(tdPrdP); ++i) {
-          float const pr = static_cast<float>(tPr(i));  // the rounded P, as the dV GEMM sees it
-          float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]);
-          if constexpr (T::kSoftcap) ds *= static_cast<float>(tdSr(i));
-          tdSr(i) = static_cast<Element>(ds);
-        }
-
-        // P^T and dS^T to shared memory. The previous step's dV/dK/dQ wgmmas
-        // of both warpgroups (which read them) have retired before either
-        // warpgroup gets here.
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
-        {
-          auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
-          auto thr_r2s = r2s.get_thread_slice(fresh_consumer_tidx());
-          cute::copy(r2s, thr_r2s.retile_S(tPr), thr_r2s.partition_D(sPt));
-          cute::copy(r2s, thr_r2s.retile_S(tdSr), thr_r2s.partition_D(sdSt));
-        }
-        cutlass::arch::fence_view_async_shared();
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
-
-        // dQ = dS K first (its own commit group, waited for below), then
-        // dV += P^T dO and dK += dS^T Q, which run while dQ is added.
-        warpgroup_fence_operand(tdVrdV);
-        warpgroup_fence_operand(tdKrdK);
-        wgmma_overwrite(mma_dq, tdQrdS, tdQrKt, tdQrdQ);
-        warpgroup_arrive();
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tdVrPt); ++kb) {
-          cute::gemm(mma_dkv, tdVrPt(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
-        }
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tdKrdSt); ++kb) {
-          cute::gemm(mma_dkv, tdKrdSt(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
-        }
-        warpgroup_commit_batch();
-        warpgroup_wait<1>();
-        warpgroup_fence_operand(tdQrdQ);
-
-        // dQ (unscaled) into its chunk of the accumulator, float4 c of thread t
-        // at float4 index c * threads + t (the postprocess kernel's order).
-        int* sem = nullptr;
-        int turn = 0;
-        if constexpr (T::kDeterministic) {  // the key blocks before this one have added
-          sem = a.dq_semaphore + chunk0 + m;
-          if (fresh_consumer_tidx() == 0) {
-            turn = dq_turn<T>(a, slot_seq<T>(a, slot), slot_read(slot.n_block), m);
-            while (ld_acquire(sem) != turn) __nanosleep(64);
-          }
-          cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierTurn);
-        }
-        {
-          float4* dst = reinterpret_cast<float4*>(a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim)) +
-                        fresh_consumer_tidx();
-          CUTE_UNROLL
-          for (int c = 0; c < T::kdQPerThread / 4; ++c) {
-            atomicAdd(dst + c * T::kConsumerThreads,
-                      make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3)));
-          }
-        }
-        if constexpr (T::kDeterministic) {  // every thread's adds are visible before the next turn
-          __threadfence();
-          cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierTurn);
-          if (fresh_consumer_tidx() == 0) st_release(sem, turn + 1);
-        }
-        warpgroup_wait<0>();  // dV, dK: P^T / dS^T are rewritten next step, their B is this stage
-        warpgroup_fence_operand(tdVrdV);
-        warpgroup_fence_operand(tdKrdK);
-        pipe_q.consumer_release(q_state);
-        ++q_state;
+  BwdBlockRange<T> range(a, seq, n_block);
+  for (int g = 0; g < group; ++g) {
+    int64_t const chunk0 = seq.stat_row(bwd_tile(a).head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
+    for (int m = range.m_min; m < range.m_max; ++m) {
+      int const m0 = m * T::kBlockM;
+      pipe_q.consumer_wait(q_state);
+      int const stage = q_state.index();
+      wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
+      wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
+      warpgroup_wait<1>();  // S^T
+      warpgroup_fence_operand(tSrS);
+      float const* s_lse = ss.lse_log2[stage];
+      float const* s_dsum = ss.dsum[stage];
+      Tensor tScS = mma_sdp.get_thread_slice(fresh_consumer_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+      // Softcap: 1 - tanh^2 parks in dS^T's registers until dP^T is ready.
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        int const r = get<1>(tScS(i));
+        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
+        float cap_grad;
+        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
+        if constexpr (T::kSoftcap) tdSr(i) = static_cast<Element>(cap_grad);
+        tPr(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
       }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdPrdP);
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdPrdP); ++i) {
+        float const pr = static_cast<float>(tPr(i));  // the rounded P, as the dV GEMM sees it
+        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]);
+        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdSr(i));
+        tdSr(i) = static_cast<Element>(ds);
+      }
+
+      // P^T and dS^T to shared memory. The previous step's dV/dK/dQ wgmmas
+      // of both warpgroups (which read them) have retired before either
+      // warpgroup gets here.
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
+      {
+        auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
+        auto thr_r2s = r2s.get_thread_slice(fresh_consumer_tidx());
+        cute::copy(r2s, thr_r2s.retile_S(tPr), thr_r2s.partition_D(sPt));
+        cute::copy(r2s, thr_r2s.retile_S(tdSr), thr_r2s.partition_D(sdSt));
+      }
+      cutlass::arch::fence_view_async_shared();
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
+
+      // dQ = dS K first (its own commit group, waited for below), then
+      // dV += P^T dO and dK += dS^T Q, which run while dQ is added.
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      wgmma_overwrite(mma_dq, tdQrdS, tdQrKt, tdQrdQ);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdVrPt); ++kb) {
+        cute::gemm(mma_dkv, tdVrPt(_, _, kb), tdVrdOt(_, _, kb, stage), tdVrdV);
+      }
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tdKrdSt); ++kb) {
+        cute::gemm(mma_dkv, tdKrdSt(_, _, kb), tdKrQt(_, _, kb, stage), tdKrdK);
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<1>();
+      warpgroup_fence_operand(tdQrdQ);
+
+      // dQ (unscaled) into its chunk of the accumulator, float4 c of thread t
+      // at float4 index c * threads + t (the postprocess kernel's order).
+      int* sem = nullptr;
+      int turn = 0;
+      if constexpr (T::kDeterministic) {  // the key blocks before this one have added
+        sem = a.dq_semaphore + chunk0 + m;
+        if (fresh_consumer_tidx() == 0) {
+          turn = dq_turn<T>(a, seq, n_block, m);
+          while (ld_acquire(sem) != turn) __nanosleep(64);
+        }
+        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierTurn);
+      }
+      {
+        float4* dst = reinterpret_cast<float4*>(a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim)) +
+                      fresh_consumer_tidx();
+        CUTE_UNROLL
+        for (int c = 0; c < T::kdQPerThread / 4; ++c) {
+          atomicAdd(dst + c * T::kConsumerThreads,
+                    make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3)));
+        }
+      }
+      if constexpr (T::kDeterministic) {  // every thread's adds are visible before the next turn
+        __threadfence();
+        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierTurn);
+        if (fresh_consumer_tidx() == 0) st_release(sem, turn + 1);
+      }
+      warpgroup_wait<0>();  // dV, dK: P^T / dS^T are rewritten next step, their B is this stage
+      warpgroup_fence_operand(tdVrdV);
+      warpgroup_fence_operand(tdKrdK);
+      pipe_q.consumer_release(q_state);
+      ++q_state;
     }
-    pipe_kv.consumer_release(pipe_state_at<typename T::PipelineKV>(k));
-    bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_consumer_tidx(), slot);
-    pipe_sched.consumer_release(pipe_state_at<typename T::PipelineSched>(k));
   }
+  pipe_kv.consumer_release(kv_state);
+  bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_consumer_tidx());
 }
 
 }  // namespace cd42::attn

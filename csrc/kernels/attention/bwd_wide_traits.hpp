@@ -2,7 +2,7 @@
 // 256 ("wide"), where BwdTraits' layout (dK and dV of 64 keys x D per
 // warpgroup in registers: 2 D fp32 registers per thread) cannot fit.
 //
-// One tile per (key block of kBlockN = 64 keys, KV head, batch), 2 consumer
+// One CTA per (key block of kBlockN = 64 keys, KV head, batch), 2 consumer
 // warpgroups that split the head dim for every GEMM whose output is D wide:
 //   S^T  = K Q^T      SS wgmma 64 x 32 x D: warpgroup w takes query rows [32w, 32w + 32)
 //   dP^T = V dO^T     the same split
@@ -77,7 +77,6 @@ struct BwdWideTraits : BwdOperands<Element_, HeadDim_, 64, 64, Stages_, BwdSmemA
 
   using PipelineKV = cutlass::PipelineTmaAsync<1>;
   using PipelineQ = cutlass::PipelineTmaAsync<kStages>;
-  using PipelineSched = cutlass::PipelineAsync<2>;  // tile slots: producer -> consumers
 
   struct SharedStorage {
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;
@@ -90,15 +89,12 @@ struct BwdWideTraits : BwdOperands<Element_, HeadDim_, 64, 64, Stages_, BwdSmemA
     alignas(16) float dsum[kStages][kBlockM];
     typename PipelineKV::SharedStorage pipe_kv;
     typename PipelineQ::SharedStorage pipe_q;
-    typename PipelineSched::SharedStorage pipe_sched;
-    BwdTileSlot tiles[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "backward config exceeds 227 KB of shared memory");
 
   static constexpr int kdQPerThread = kBlockM * kHeadDim / kConsumerThreads;  // fp32 values of the dQ tile
   static_assert(kdQPerThread % 4 == 0, "dQ fragments are added as float4s");
-  static constexpr int kdQWriterThreads = 0;  // the consumers add dQ themselves
 };
 
 }  // namespace cd42::attn

@@ -77,8 +77,7 @@ class AttnBwdConfig:
             ds, dq = 2 * round_up(n * m * 2, 1024), 0
         else:  # dS^T tile, fp32 dQ tile for the bulk reduce
             ds, dq = round_up(n * m * 2, 1024), m * self.head_dim * 4
-        # + barriers and the two tile slots of the persistent scheduler
-        return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * m * 4 + 16 * self.stages + 256, 1024)
+        return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * m * 4 + 16 * self.stages + 64, 1024)
 
     def validate(self) -> "AttnBwdConfig":
         problems = []
@@ -94,9 +93,6 @@ class AttnBwdConfig:
             problems.append("block_m=128 needs head_dim=64 (dK/dV, S^T and dP^T must fit in registers)")
         elif self.block_m == 128 and self.softcap:
             problems.append("block_m=128 with softcap spills (the tanh derivative is kept from P^T to dS^T)")
-        elif self.block_m == 128 and (self.varlen or self.deterministic):
-            problems.append("block_m=128 with varlen or deterministic spills (their producer needs 40 registers, "
-                            "leaving the consumers 232)")
         if not 2 <= self.stages <= 4:
             problems.append(f"stages={self.stages} must be in 2..4")
         if not problems and self.smem_bytes() > SMEM_LIMIT_BYTES:

@@ -27,14 +27,11 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
                     varlen: bool = False):
     """Backward: 128 query rows per step at D=64 (half-size GEMMs there leave
     the per-step barriers and stores exposed with 64), 64 rows otherwise and
-    with softcap (its tanh derivative, kept from P to dS, spills at 128),
-    varlen or deterministic (their producer's 40 registers leave the
-    consumers too few for 128)."""
+    with softcap (its tanh derivative, kept from P to dS, spills at 128)."""
     from .attention_bwd import AttnBwdConfig
 
     return AttnBwdConfig(dtype=dtype, head_dim=head_dim, mask=mask, deterministic=deterministic,
-                         block_m=128 if head_dim == 64 and not (softcap or varlen or deterministic) else 64,
-                         softcap=softcap, varlen=varlen)
+                         block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap, varlen=varlen)
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):

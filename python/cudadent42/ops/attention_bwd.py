@@ -10,6 +10,7 @@ window, softcap; GQA/MQA reduce dK/dV inside the kernel.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 
 import torch
@@ -22,14 +23,13 @@ from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
 class _BwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_bwd_args (csrc/kernels/attention/bwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "tile_counter",
-                                         "dq_semaphore",
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "dout", "lse_log2", "dsum", "dq_accum", "dq_semaphore",
                                          "cu_seqlens_q", "cu_seqlens_k", "dq", "dk", "dv")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in ("q", "k", "v", "do", "dq", "dk", "dv")
            for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "seqlen_q_pad",
                                          "total_q", "total_k", "window_left", "window_right", "block_n",
-                                         "tile_group", "num_sms", "num_tiles")]
+                                         "tile_group")]
         + [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float)]
     )
 
@@ -173,8 +173,6 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     a.lse_log2, a.dsum, a.dq_accum, a.dq, a.dk, a.dv = (lse_log2.data_ptr(), dsum.data_ptr(), dq_accum.data_ptr(),
                                                         dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
     a.dq_semaphore = sem.data_ptr() if sem is not None else None
-    counter = torch.zeros(1, dtype=torch.int32, device=q.device)  # the persistent grid's tile claims
-    a.tile_counter = counter.data_ptr()
     if varlen:
         a.cu_seqlens_q, a.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
     for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dq", dq), ("dk", dk), ("dv", dv)):
@@ -183,7 +181,6 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     a.total_q, a.total_k = total_q, total_k
     a.window_left, a.window_right = left, right
     a.block_n, a.tile_group = cfg.block_n, _tile_group(B * Hkv, -(-Sk // cfg.block_n), num_sms)
-    a.num_sms, a.num_tiles = num_sms, -(-Sk // cfg.block_n) * Hkv * B
     a.softmax_scale = scale
     a.softcap = softcap
     with kernel_range(cfg.name):
@@ -214,15 +211,17 @@ def _pick_config(config, dtype: str, head_dim: int, mask: str, deterministic: bo
                              f"head_dim={head_dim}, mask={mask}, deterministic={deterministic}, softcap={softcap}, "
                              f"varlen={varlen})")
         return cfg
-    if softcap or varlen:  # no tuned entries (and a tuned 128-row step would not apply)
+    if softcap:  # no tuned entries for softcap (and the tuned block_m may not apply)
         from ..configs.heuristics_sm90 import attn_bwd_config
 
-        return attn_bwd_config(dtype, head_dim, mask, deterministic, softcap=softcap, varlen=varlen)
+        return attn_bwd_config(dtype, head_dim, mask, deterministic, softcap=True, varlen=varlen)
     from ..configs.select import select
     from ..runtime import gpu_name
 
-    return select("attn-bwd", gpu_name(device), dtype=dtype, head_dim=head_dim, mask=mask,
-                  deterministic=deterministic, seqlen=seqlen)
+    cfg = select("attn-bwd", gpu_name(device), dtype=dtype, head_dim=head_dim, mask=mask,
+                 deterministic=deterministic, seqlen=seqlen)
+    # Varlen runs the dense problem's tiles (tuned on dense inputs).
+    return dataclasses.replace(cfg, varlen=True) if varlen else cfg
 
 
 # ---------------------------------------------------------------- autograd
