@@ -4,7 +4,7 @@ which a GPU-machine call carries so device time is not spent compiling (the
 cache key does not depend on the checkout's location, jit/cache.py); on the
 GPU machine scripts/gpu_check.sh uses it for whatever is still missing.
 
-  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, fwd, gemm, bwd-bench, fwd-bench, extra)
+  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, fwd, gemm, bwd-bench, fwd-bench, wide, extra)
 """
 import os
 import sys
@@ -32,6 +32,11 @@ if "fwd-bench" in sets:
     cfgs += [attn_fwd_config("bf16", d, m, False, False) for d in (64, 128, 256) for m in ("none", "causal")]
 if "bwd-bench" in sets:
     cfgs += [attn_bwd_config("bf16", d, m) for d in (64, 128, 256) for m in ("none", "causal")]
+if "wide" in sets:  # the head dim 192/256 part of the backward tests and bench
+    from test_attention_bwd_gpu import PREBUILD
+    cfgs += [c for c in PREBUILD if c.head_dim in (192, 256)]
+    cfgs += [attn_bwd_config("bf16", 256, m) for m in ("none", "causal")]
+    cfgs += [attn_fwd_config("bf16", 256, m, False, False) for m in ("none", "causal")]
 if "extra" in sets:  # what the few other GPU tests of a backward-focused call build
     from cudadent42.configs.attention_bwd import AttnBwdConfig
     cfgs += [attn_fwd_config("bf16", 64, "none", True, False),
