@@ -13,7 +13,6 @@ namespace cd42::attn {
 
 constexpr int kBwdWideBarrierPdS = 0;   // both consumer warpgroups: P^T / dS^T tiles written / read
 constexpr int kBwdWideBarrierTurn = 1;  // deterministic: this CTA's turn to add into a dQ chunk
-constexpr int kBwdWideBarrierP = 2;     // warpgroup 0 -> 1: P^T (and softcap's 1 - tanh^2) are in shared memory
 
 template <class T>
 CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::SharedStorage& ss,
@@ -43,17 +42,14 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
   typename T::TiledMmaSdP mma_sdp;
   typename T::TiledMmadKV mma_dkv;
   typename T::TiledMmadQ mma_dq;
-  // S^T = K Q^T on warpgroup 0 and dP^T = V dO^T on warpgroup 1, each a
-  // whole 64 x 64 tile (one warpgroup's MMA, thread index within it).
-  int const wg = __shfl_sync(0xffffffff, tidx / kWarpGroupThreads, 0);  // warp-uniform
-  auto thr_sdp = mma_sdp.get_thread_slice(tidx % kWarpGroupThreads);
+  auto thr_sdp = mma_sdp.get_thread_slice(tidx);
   auto thr_dkv = mma_dkv.get_thread_slice(tidx);
   auto thr_dq = mma_dq.get_thread_slice(tidx);
 
-  Tensor sA = make_tensor(make_smem_ptr(wg == 0 ? ss.K.begin() : ss.V.begin()), typename T::SmemLayoutK{});
-  Tensor sB = make_tensor(make_smem_ptr(wg == 0 ? ss.Q.begin() : ss.dO.begin()), typename T::SmemLayoutQ{});
-  Tensor tXrA = thr_sdp.make_fragment_A(thr_sdp.partition_A(sA));  // (MMA, 1, D/16)
-  Tensor tXrB = thr_sdp.make_fragment_B(thr_sdp.partition_B(sB));  // (MMA, 1, D/16, stages)
+  Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));  // (MMA, 1, D/16)
+  Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));  // (MMA, 1, D/16, stages)
+  Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
+  Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
   Tensor tdVrPt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sPt));     // (MMA, 1, M/16)
   Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));   // (MMA, 1, M/16, stages)
   Tensor tdKrdSt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sdSt));
@@ -61,16 +57,15 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
   Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));       // (MMA, 1, N/16)
   Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
 
-  Tensor tXrX = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});  // S^T or dP^T
+  Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
+  Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
   Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
   Tensor tdKrdK = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
   Tensor tdQrdQ = partition_fragment_C(mma_dq, Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{});
   static_assert(decltype(size(tdQrdQ))::value == T::kdQPerThread, "dQ fragment size");
-  // P^T (warpgroup 0) or dS^T (warpgroup 1) in 16 bits in the accumulator's
-  // order (stmatrix / ldmatrix), and warpgroup 1's copy of P^T.
-  Tensor t16 = make_tensor<Element>(tXrX.layout());
-  Tensor tPr = make_tensor<Element>(tXrX.layout());
-  Tensor tCap = make_tensor<cutlass::half_t>(tXrX.layout());  // softcap only (else dead)
+  // P^T and dS^T in 16 bits, in S^T's accumulator order (stored with stmatrix).
+  Tensor tPr = make_tensor<Element>(tSrS.layout());
+  Tensor tdSr = make_tensor<Element>(tSrS.layout());
 
   auto kv_state = typename T::PipelineKV::PipelineState{};
   auto q_state = typename T::PipelineQ::PipelineState{};
@@ -85,57 +80,45 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
       int const m0 = m * T::kBlockM;
       pipe_q.consumer_wait(q_state);
       int const stage = q_state.index();
-      wgmma_overwrite(mma_sdp, tXrA, tXrB(_, _, _, stage), tXrX);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tXrX);
-      Tensor tScS = mma_sdp.get_thread_slice(fresh_consumer_tidx() % kWarpGroupThreads)
-                        .partition_C(make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-      auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
-      auto thr_r2s = r2s.get_thread_slice(fresh_consumer_tidx() % kWarpGroupThreads);
-      // The previous step's dV/dK/dQ wgmmas of both warpgroups (which read
-      // P^T / dS^T) have retired before either gets past this.
-      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
-      if (wg == 0) {  // P^T, masked elements exactly 0 (pad rows: +inf LSE)
-        float const* s_lse = ss.lse_log2[stage];
-        CUTE_UNROLL
-        for (int i = 0; i < size(tXrX); ++i) {
-          int const r = get<1>(tScS(i));
-          bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
-          float cap_grad;
-          float const logit_log2 = bwd_logit_log2<T>(p, tXrX(i), cap_grad);
-          if constexpr (T::kSoftcap) tCap(i) = static_cast<cutlass::half_t>(cap_grad);
-          t16(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
-        }
-        cute::copy(r2s, thr_r2s.retile_S(t16), thr_r2s.partition_D(sPt));
-        if constexpr (T::kSoftcap) {
-          Tensor sCap = make_tensor(make_smem_ptr(ss.cap.begin()), typename T::SmemLayoutPt{});
-          auto r2s_cap = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, cutlass::half_t>{}, mma_sdp);
-          auto thr_cap = r2s_cap.get_thread_slice(fresh_consumer_tidx() % kWarpGroupThreads);
-          cute::copy(r2s_cap, thr_cap.retile_S(tCap), thr_cap.partition_D(sCap));
-        }
-        cutlass::arch::fence_view_async_shared();  // for the dV wgmma
-        cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBwdWideBarrierP);
-      } else {  // dS^T = P^T (dP^T - dsum) [x (1 - tanh^2)], with warpgroup 0's P^T
-        float const* s_dsum = ss.dsum[stage];
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierP);
-        auto s2r = make_tiled_copy_C(Copy_Atom<SM75_U32x4_LDSM_N, Element>{}, mma_sdp);
-        auto thr_s2r = s2r.get_thread_slice(fresh_consumer_tidx() % kWarpGroupThreads);
-        cute::copy(s2r, thr_s2r.partition_S(sPt), thr_s2r.retile_D(tPr));
-        if constexpr (T::kSoftcap) {
-          Tensor sCap = make_tensor(make_smem_ptr(ss.cap.begin()), typename T::SmemLayoutPt{});
-          auto s2r_cap = make_tiled_copy_C(Copy_Atom<SM75_U32x4_LDSM_N, cutlass::half_t>{}, mma_sdp);
-          auto thr_cap = s2r_cap.get_thread_slice(fresh_consumer_tidx() % kWarpGroupThreads);
-          cute::copy(s2r_cap, thr_cap.partition_S(sCap), thr_cap.retile_D(tCap));
-        }
-        CUTE_UNROLL
-        for (int i = 0; i < size(tXrX); ++i) {
-          float ds = static_cast<float>(tPr(i)) * (tXrX(i) - s_dsum[get<1>(tScS(i))]);
-          if constexpr (T::kSoftcap) ds *= static_cast<float>(tCap(i));
-          t16(i) = static_cast<Element>(ds);
-        }
-        cute::copy(r2s, thr_r2s.retile_S(t16), thr_r2s.partition_D(sdSt));
-        cutlass::arch::fence_view_async_shared();
+      wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
+      wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
+      warpgroup_wait<1>();  // S^T
+      warpgroup_fence_operand(tSrS);
+      float const* s_lse = ss.lse_log2[stage];
+      float const* s_dsum = ss.dsum[stage];
+      Tensor tScS = mma_sdp.get_thread_slice(fresh_consumer_tidx()).partition_C(
+          make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
+      // Softcap: 1 - tanh^2 parks in dS^T's registers until dP^T is ready.
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        int const r = get<1>(tScS(i));
+        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
+        float cap_grad;
+        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
+        if constexpr (T::kSoftcap) tdSr(i) = static_cast<Element>(cap_grad);
+        tPr(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
       }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tdPrdP);
+      CUTE_UNROLL
+      for (int i = 0; i < size(tdPrdP); ++i) {
+        float const pr = static_cast<float>(tPr(i));  // the rounded P, as the dV GEMM sees it
+        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]);
+        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdSr(i));
+        tdSr(i) = static_cast<Element>(ds);
+      }
+
+      // P^T and dS^T to shared memory. The previous step's dV/dK/dQ wgmmas
+      // of both warpgroups (which read them) have retired before either
+      // warpgroup gets here.
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
+      {
+        auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
+        auto thr_r2s = r2s.get_thread_slice(fresh_consumer_tidx());
+        cute::copy(r2s, thr_r2s.retile_S(tPr), thr_r2s.partition_D(sPt));
+        cute::copy(r2s, thr_r2s.retile_S(tdSr), thr_r2s.partition_D(sdSt));
+      }
+      cutlass::arch::fence_view_async_shared();
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
 
       // dQ = dS K first (its own commit group, waited for below), then

@@ -4,13 +4,10 @@
 //
 // One CTA per (key block of kBlockN = 64 keys, KV head, batch), 2 consumer
 // warpgroups that split the head dim for every GEMM whose output is D wide:
-//   S^T  = K Q^T      SS wgmma 64 x 64 x D on warpgroup 0, which then makes
-//                     P^T and stores it to shared memory
-//   dP^T = V dO^T     SS wgmma 64 x 64 x D on warpgroup 1, which reads P^T
-//                     back (ldmatrix) and stores dS^T = P^T (dP^T - dsum)
-//                     (Splitting both GEMMs by query rows instead, 64 x 32
-//                     per warpgroup, reads 1.5x the shared-memory bytes the
-//                     tensor cores can take: both warpgroups read all of K.)
+//   S^T  = K Q^T      SS wgmma 64 x 32 x D: warpgroup w takes query rows [32w, 32w + 32)
+//   dP^T = V dO^T     the same split
+//   P^T, dS^T         as BwdTraits, then stored to shared memory (both
+//                     warpgroups' row halves make the whole 64 x 64 tiles)
 //   dV  += P^T dO     SS wgmma 64 x D/2 x M: warpgroup w owns head-dim half w
 //   dK  += dS^T Q     the same split
 //   dQ   = dS K       SS wgmma M x D/2 x N, the same split; each thread adds its
@@ -18,8 +15,7 @@
 //                     atomics (a 64 x D fp32 staging tile would not fit in
 //                     shared memory next to two stages of Q and dO).
 // Registers per consumer thread: dK, dV and dQ D/4 each (64 at D = 256),
-// S^T or dP^T 32. Shared memory at D = 256, 2 stages: 209 KB (217 with
-// softcap, whose 1 - tanh^2 also goes from warpgroup 0 to 1).
+// S^T and dP^T 16 each. Shared memory at D = 256, 2 stages: 209 KB.
 // Deterministic mode: the key blocks take turns per query block as in
 // BwdTraits, with the turn taken by the consumers themselves.
 #pragma once
@@ -67,9 +63,9 @@ struct BwdWideTraits : BwdOperands<Element_, HeadDim_, 64, 64, Stages_, BwdSmemA
       SmemLayoutPt{}, cute::make_layout(cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>{},
                                         cute::Stride<cute::Int<kBlockN>, cute::_1>{})));
 
-  // One warpgroup's 64 x 64 tile: warpgroup 0 runs S^T, warpgroup 1 dP^T.
   using TiledMmaSdP = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::_64, cute::Int<kHeadDim>>>()));
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::_32, cute::Int<kHeadDim>>>(),
+      cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}));
   using TiledMmadKV = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kHalfD>, cute::Int<kBlockM>>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
@@ -89,8 +85,6 @@ struct BwdWideTraits : BwdOperands<Element_, HeadDim_, 64, 64, Stages_, BwdSmemA
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> V;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutPt>> P;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutPt>> dS;
-    // Softcap: 1 - tanh^2 from warpgroup 0 (which has S^T) to warpgroup 1 (dS^T).
-    alignas(kSoftcap ? 1024 : 16) cute::ArrayEngine<cutlass::half_t, kSoftcap ? cute::cosize_v<SmemLayoutPt> : 8> cap;
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dsum[kStages][kBlockM];
     typename PipelineKV::SharedStorage pipe_kv;
