@@ -80,3 +80,35 @@ def test_attention_host_checks_reject_bad_arguments_without_launching(attn_kerne
     assert rc == 10001
     msg = attn_kernel.fn("cd42_last_error", ctypes.c_char_p, [])().decode()
     assert "bad sizes" in msg
+
+
+def test_backward_input_errors_are_clear():
+    from cudadent42.ops.attention_bwd import attn_bwd
+
+    q = t(1, 16, 4, 64)
+    lse = torch.zeros(1, 4, 16)
+    with pytest.raises(ValueError, match="varlen needs all of"):
+        attn_bwd(q, q, q, q, q, lse, cu_seqlens_q=torch.tensor([0, 16], dtype=torch.int32))
+    with pytest.raises(ValueError, match="lse must be float32 of shape"):
+        attn_bwd(q, q, q, q, q, lse[:, :, :8])
+    with pytest.raises(ValueError, match="out .* and dout .* must match q"):
+        attn_bwd(q[:, :8], q, q, q, q, lse)
+    p = t(16, 4, 64)  # packed varlen tensors
+    cu = torch.tensor([0, 10, 16], dtype=torch.int32)
+    with pytest.raises(ValueError, match="cu_seqlens_q must be a contiguous 1-D int32"):
+        attn_bwd(p, p, p, p, p, torch.zeros(4, 16), cu_seqlens_q=cu.long(), cu_seqlens_k=cu, max_seqlen_q=10,
+                 max_seqlen_k=10)
+    with pytest.raises(ValueError, match=r"lse must be float32 of shape \(4, 16\)"):
+        attn_bwd(p, p, p, p, p, lse, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=10, max_seqlen_k=10)
+    with pytest.raises(cudadent42.UnsupportedDeviceError, match="CUDA device"):
+        attn_bwd(p, p, p, p, p, torch.zeros(4, 16), cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=10,
+                 max_seqlen_k=10)
+
+
+def test_backward_cta_groups_are_about_one_wave():
+    from cudadent42.ops.attention_bwd import _tile_group
+
+    assert _tile_group(64, 32, 132) == 4  # S=4096, 128 keys per CTA: 4 (head, batch) pairs per wave
+    assert _tile_group(128, 16, 132) == 8
+    assert _tile_group(16, 128, 132) == 1  # long sequences: one pair already fills a wave
+    assert _tile_group(2, 1, 132) == 2  # never more pairs than exist
