@@ -151,6 +151,39 @@ CUTE_DEVICE float bwd_logit_log2(typename T::Params const& p, float s, float& ca
   }
 }
 
+// P^T from S^T, both variants' first elementwise step: masked elements
+// exactly 0 (rows past seqlen_q have lse_log2 = +inf, so their P is 0
+// without a test); with softcap also 1 - tanh^2 into tCap. tC holds each
+// element's (key, row) within the tile.
+template <class T, class FragS, class FragP, class FragCap, class Coords>
+CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS const& tS, FragP& tP, FragCap& tCap, Coords const& tC,
+                           float const* s_lse, int n0, int m0, int seqlen_k, int off) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int i = 0; i < size(tS); ++i) {
+    int const r = get<1>(tC(i));
+    bool const ok = bwd_visible<T>(p.args, n0 + get<0>(tC(i)), m0 + r, seqlen_k, off);
+    float cap_grad;
+    float const logit_log2 = bwd_logit_log2<T>(p, tS(i), cap_grad);
+    if constexpr (T::kSoftcap) tCap(i) = static_cast<typename FragCap::value_type>(cap_grad);
+    tP(i) = static_cast<typename FragP::value_type>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
+  }
+}
+
+// dS^T = P^T (dP^T - dsum) [x (1 - tanh^2)], from the rounded P^T the dV
+// GEMM sees. tCap may be tdS itself (each element is read before written).
+template <class T, class FragdP, class FragP, class FragCap, class FragdS, class Coords>
+CUTE_DEVICE void bwd_dscores(FragdP const& tdP, FragP const& tP, FragCap const& tCap, FragdS& tdS, Coords const& tC,
+                             float const* s_dsum) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int i = 0; i < size(tdP); ++i) {
+    float ds = static_cast<float>(tP(i)) * (tdP(i) - s_dsum[get<1>(tC(i))]);
+    if constexpr (T::kSoftcap) ds *= static_cast<float>(tCap(i));
+    tdS(i) = static_cast<typename FragdS::value_type>(ds);
+  }
+}
+
 // dK (scaled: S = scale * Q K^T) and dV from the dK/dV MMA's accumulators,
 // keys past seqlen_k skipped. The addressing is rebuilt from blockIdx here
 // rather than kept live across the main loop (it costs registers there).

@@ -185,7 +185,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   Tensor tdKrdS = make_tensor<Element>(partition_shape_A(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
   static_assert(decltype(size(tSrS))::value == decltype(size(tdVrP))::value, "P^T reuses S^T's register order");
   // Softcap: d(scores)/d(raw) = scale * (1 - tanh^2), kept from P^T to dS^T
-  // as fp16 pairs (half the registers of keeping it in fp32).
+  // as fp16 pairs (in [0, 1]: fp16 keeps 11 bits; half the registers of fp32).
   constexpr int kCapValues = T::kSoftcap ? int(decltype(size(tSrS))::value) : 1;
   Tensor tdScap = make_tensor<cutlass::half_t>(Int<kCapValues>{});
   // (fresh_consumer_tidx: kept live, the thread-dependent addressing costs
@@ -211,32 +211,16 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
       warpgroup_wait<1>();  // S^T
       warpgroup_fence_operand(tSrS);
-      // P^T, masked elements exactly 0. Rows past seqlen_q have lse_log2 =
-      // +inf (padding), so their P is 0 without a test.
       float const* s_lse = ss.lse_log2[stage];
       float const* s_dsum = ss.dsum[stage];
       Tensor tScS = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-      CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
-        int const r = get<1>(tScS(i));
-        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
-        float cap_grad;
-        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
-        if constexpr (T::kSoftcap) tdScap(i) = static_cast<cutlass::half_t>(cap_grad);  // in [0, 1]: fp16 keeps 11 bits
-        tdVrP(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
-      }
+      bwd_probs<T>(p, tSrS, tdVrP, tdScap, tScS, s_lse, n0, m0, seqlen_k, off);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
       Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
-      CUTE_UNROLL
-      for (int i = 0; i < size(tdPrdP); ++i) {
-        float const pr = static_cast<float>(tdVrP(i));  // the rounded P, as the dV GEMM sees it
-        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS2(i))]);
-        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdScap(i));
-        tdKrdS(i) = static_cast<Element>(ds);
-      }
+      bwd_dscores<T>(tdPrdP, tdVrP, tdScap, tdKrdS, tScS2, s_dsum);
 
       // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
       // the keys). The previous step's dQ wgmma of both warpgroups has
@@ -316,10 +300,11 @@ template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
-  BwdSeq<T> const seq(p.args, bwd_tile(p.args).batch, p.args.heads_q);
+  BwdTile const tile = bwd_tile(p.args);
+  BwdSeq<T> const seq(p.args, tile.batch, p.args.heads_q);
   // Varlen: the grid covers the longest sequence's keys; the whole CTA
   // leaves before any barrier exists if this one has no keys here.
-  if (T::kVarlen && bwd_tile(p.args).n_block * T::kBlockN >= seq.seqlen_k) return;
+  if (T::kVarlen && tile.n_block * T::kBlockN >= seq.seqlen_k) return;
   int const warp_group = threadIdx.x / kWarpGroupThreads;
   int const warp_idx = cutlass::canonical_warp_idx_sync();
   int const lane_leader = cute::elect_one_sync();

@@ -54,24 +54,23 @@ struct BwdOperands {
   static constexpr uint32_t kQdOBytes = uint32_t(2 * BlockM * HeadDim * sizeof(Element)) + 2 * kRowStatBytes;
   static constexpr uint32_t kKVBytes = uint32_t(2 * BlockN * HeadDim * sizeof(Element));
 
-  template <class Ptr>
-  static auto seq_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
-    using namespace cute;
-    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<HeadDim>{}, heads, batch),
-                       make_stride(row_s, _1{}, head_s, batch_s));
-  }
   static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
     using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageQ{},
+    return make_tma_copy(SM90_TMA_LOAD{}, rows_dim_tensor<HeadDim>(p, rows, heads, batch, rs, hs, bs), SmemStageQ{},
                          Shape<Int<BlockM>, Int<HeadDim>>{}, Int<1>{});
   }
   static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
     using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, seq_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutK{},
+    return make_tma_copy(SM90_TMA_LOAD{}, rows_dim_tensor<HeadDim>(p, rows, heads, batch, rs, hs, bs), SmemLayoutK{},
                          Shape<Int<BlockN>, Int<HeadDim>>{}, Int<1>{});
   }
   using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));
   using TmaK = decltype(make_tma_k(nullptr, 1, 1, 1, 1, 1, 1));
+
+  // The pipelines the shared producer fills: K and V once per CTA, Q and dO
+  // (with their rows' LSE and dsum) per query block.
+  using PipelineKV = cutlass::PipelineTmaAsync<1>;
+  using PipelineQ = cutlass::PipelineTmaAsync<Stages>;
 
   struct Params {
     TmaQ tma_q;
@@ -167,8 +166,8 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
                                      cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
           cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}))>;
 
-  using PipelineKV = cutlass::PipelineTmaAsync<1>;
-  using PipelineQ = cutlass::PipelineTmaAsync<kStages>;  // Q and dO of one query block
+  using typename Base::PipelineKV;
+  using typename Base::PipelineQ;
 
   struct SharedStorage {
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;

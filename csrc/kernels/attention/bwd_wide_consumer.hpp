@@ -89,24 +89,10 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
       Tensor tScS = mma_sdp.get_thread_slice(fresh_consumer_tidx()).partition_C(
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       // Softcap: 1 - tanh^2 parks in dS^T's registers until dP^T is ready.
-      CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
-        int const r = get<1>(tScS(i));
-        bool const ok = bwd_visible<T>(a, n0 + get<0>(tScS(i)), m0 + r, seqlen_k, off);
-        float cap_grad;
-        float const logit_log2 = bwd_logit_log2<T>(p, tSrS(i), cap_grad);
-        if constexpr (T::kSoftcap) tdSr(i) = static_cast<Element>(cap_grad);
-        tPr(i) = static_cast<Element>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
-      }
+      bwd_probs<T>(p, tSrS, tPr, tdSr, tScS, s_lse, n0, m0, seqlen_k, off);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
-      CUTE_UNROLL
-      for (int i = 0; i < size(tdPrdP); ++i) {
-        float const pr = static_cast<float>(tPr(i));  // the rounded P, as the dV GEMM sees it
-        float ds = pr * (tdPrdP(i) - s_dsum[get<1>(tScS(i))]);
-        if constexpr (T::kSoftcap) ds *= static_cast<float>(tdSr(i));
-        tdSr(i) = static_cast<Element>(ds);
-      }
+      bwd_dscores<T>(tdPrdP, tPr, tdSr, tdSr, tScS, s_dsum);
 
       // P^T and dS^T to shared memory. The previous step's dV/dK/dQ wgmmas
       // of both warpgroups (which read them) have retired before either

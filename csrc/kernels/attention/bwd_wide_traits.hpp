@@ -75,8 +75,8 @@ struct BwdWideTraits : BwdOperands<Element_, HeadDim_, 64, 64, Stages_, BwdSmemA
                                  cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::_1, cute::_2, cute::_1>>{}));
 
-  using PipelineKV = cutlass::PipelineTmaAsync<1>;
-  using PipelineQ = cutlass::PipelineTmaAsync<kStages>;
+  using typename Base::PipelineKV;
+  using typename Base::PipelineQ;
 
   struct SharedStorage {
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutQ>> Q;

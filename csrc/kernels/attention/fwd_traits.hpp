@@ -25,6 +25,17 @@ namespace cd42::attn {
 
 enum class MaskKind : int { kNone = 0, kCausal = 1, kLocal = 2 };
 
+// 4-D global view (rows, dim, head, batch) of a (batch, seqlen, heads, dim)
+// tensor, dim contiguous: what the forward's and backward's TMA copies of
+// Q, K, V, O, dO are built on. Varlen uses batch = 1 over the packed token
+// axis and offsets rows by cu_seqlens in the kernel.
+template <int HeadDim, class Ptr>
+auto rows_dim_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
+  using namespace cute;
+  return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<HeadDim>{}, heads, batch),
+                     make_stride(row_s, _1{}, head_s, batch_s));
+}
+
 template <class Element_, int HeadDim_, int BlockN_, int Stages_, MaskKind Mask_, bool Softcap_, bool Varlen_>
 struct FwdTraits {
   using Element = Element_;
@@ -123,14 +134,8 @@ struct FwdTraits {
   static constexpr uint32_t kQBytes = uint32_t(kBlockM * kHeadDim * sizeof(Element));
   static constexpr uint32_t kKVBytes = uint32_t(kBlockN * kHeadDim * sizeof(Element));
 
-  // 4-D global views (rows, dim, head, batch); varlen uses batch = 1 over the
-  // packed token axis and offsets rows by cu_seqlens in the kernel.
-  template <class Ptr>
-  static auto qo_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
-    using namespace cute;
-    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}, heads, batch),
-                       make_stride(row_s, _1{}, head_s, batch_s));
-  }
+  // V^T's 4-D view (dim, rows, head, batch) for the MN-major V tile (the
+  // others use rows_dim_tensor).
   template <class Ptr>
   static auto vt_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int64_t head_s, int64_t batch_s) {
     using namespace cute;
@@ -139,12 +144,12 @@ struct FwdTraits {
   }
   static auto make_tma_q(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
     using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
+    return make_tma_copy(SM90_TMA_LOAD{}, rows_dim_tensor<kHeadDim>(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
                          Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
   }
   static auto make_tma_k(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
     using namespace cute;
-    return make_tma_copy(SM90_TMA_LOAD{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemStageK{},
+    return make_tma_copy(SM90_TMA_LOAD{}, rows_dim_tensor<kHeadDim>(p, rows, heads, batch, rs, hs, bs), SmemStageK{},
                          Shape<Int<kBlockN>, Int<kHeadDim>>{}, Int<1>{});
   }
   static auto make_tma_v(Element const* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
@@ -154,7 +159,7 @@ struct FwdTraits {
   }
   static auto make_tma_o(Element* p, int rows, int heads, int batch, int64_t rs, int64_t hs, int64_t bs) {
     using namespace cute;
-    return make_tma_copy(SM90_TMA_STORE{}, qo_tensor(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
+    return make_tma_copy(SM90_TMA_STORE{}, rows_dim_tensor<kHeadDim>(p, rows, heads, batch, rs, hs, bs), SmemLayoutQ{},
                          Shape<Int<kBlockM>, Int<kHeadDim>>{}, Int<1>{});
   }
   using TmaQ = decltype(make_tma_q(nullptr, 1, 1, 1, 1, 1, 1));

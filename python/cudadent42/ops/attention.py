@@ -100,6 +100,23 @@ def check_fwd_inputs(q, k, v, varlen: bool, head_dim_ok=HEAD_DIMS):
         raise ValueError(f"attention: query heads ({hq}) must be a multiple of key/value heads ({hk})")
 
 
+def check_cu_seqlens(q, cu_q, cu_k, who: str = "attention") -> None:
+    """Varlen offsets: contiguous 1-D int32 on q's device, batch + 1 >= 1 entries each, equal lengths."""
+    for name, c in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 1 or c.device != q.device \
+                or c.stride(0) != 1 or c.shape[0] < 1:
+            raise ValueError(f"{who}: {name} must be a contiguous 1-D int32 tensor on {q.device}")
+    if cu_q.shape != cu_k.shape:
+        raise ValueError(f"{who}: cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1)")
+
+
+def set_strides(args, prefix: str, t: torch.Tensor) -> None:
+    """The ABI's (batch, row, head) strides of `t`; packed varlen (total, heads, dim) tensors have batch stride 0."""
+    strides = t.stride()[:3] if t.dim() == 4 else (0,) + t.stride()[:2]
+    for name, st in zip(("batch", "row", "head"), strides):
+        setattr(args, f"{prefix}_{name}_stride", st)
+
+
 def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, mask, config, out, lse):
     varlen = cu_q is not None
     num_sms = require_hopper(q, "attention")
@@ -126,17 +143,11 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
         a.batch = cu_q.shape[0] - 1
         a.total_q, a.total_k = q.shape[0], k.shape[0]
         a.seqlen_q, a.seqlen_k = max_sq, max_sk
-        for t, name in ((q, "q"), (k, "k"), (v, "v"), (out, "o")):
-            setattr(a, f"{name}_batch_stride", 0)
-            setattr(a, f"{name}_row_stride", t.stride(0))
-            setattr(a, f"{name}_head_stride", t.stride(1))
     else:
         a.batch, a.seqlen_q, a.seqlen_k = q.shape[0], q.shape[1], k.shape[1]
         a.total_q, a.total_k = q.shape[0] * q.shape[1], k.shape[0] * k.shape[1]
-        for t, name in ((q, "q"), (k, "k"), (v, "v"), (out, "o")):
-            setattr(a, f"{name}_batch_stride", t.stride(0))
-            setattr(a, f"{name}_row_stride", t.stride(1))
-            setattr(a, f"{name}_head_stride", t.stride(2))
+    for t, name in ((q, "q"), (k, "k"), (v, "v"), (out, "o")):
+        set_strides(a, name, t)
     a.heads_q, a.heads_kv = q.shape[-2], k.shape[-2]
     a.window_left, a.window_right = left, right
     a.softmax_scale, a.softcap = scale, softcap
@@ -203,11 +214,7 @@ def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap,
     if softcap < 0:
         raise ValueError(f"attention: softcap must be >= 0, got {softcap}")
     if varlen:
-        for name, c in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
-            if c is None or c.dtype != torch.int32 or c.dim() != 1 or c.device != q.device or c.stride(0) != 1:
-                raise ValueError(f"attention: {name} must be a contiguous 1-D int32 tensor on {q.device}")
-        if cu_q.shape != cu_k.shape:
-            raise ValueError("attention: cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1)")
+        check_cu_seqlens(q, cu_q, cu_k)
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     mask, left, right = mask_spec
     name = config.name if isinstance(config, AttnFwdConfig) else (config or "")

@@ -4,8 +4,9 @@
 It is the autograd backward of the forward op (flash_attn_func,
 flash_attn_varlen_func, scaled_dot_product_attention), checked against fp32
 autograd on an H100 by tests/test_attention_bwd_gpu.py. Scope: dense and
-varlen (packed) inputs, head dims 64/96/128, masks none / causal / sliding
-window, softcap; GQA/MQA reduce dK/dV inside the kernel.
+varlen (packed) inputs, head dims 64/96/128 (bwd_traits.hpp) and 192/256
+(bwd_wide_traits.hpp), masks none / causal / sliding window, softcap;
+GQA/MQA reduce dK/dV inside the kernel.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from ..configs.attention_bwd import BWD_HEAD_DIMS, AttnBwdConfig
 from ..runtime import check_rc, kernel_range, require_hopper, stream_handle
-from .attention import _DTYPES, _check_tensor, _mask_kind, check_fwd_inputs
+from .attention import _DTYPES, _check_tensor, _mask_kind, check_cu_seqlens, check_fwd_inputs, set_strides
 
 
 class _BwdArgs(ctypes.Structure):
@@ -66,13 +67,6 @@ def _launcher(cfg: AttnBwdConfig):
     return hit
 
 
-def _strides(args, prefix: str, t: torch.Tensor) -> None:
-    """(batch, row, head) strides; packed varlen (total, heads, dim) tensors have batch stride 0."""
-    strides = t.stride()[:3] if t.dim() == 4 else (0,) + t.stride()[:2]
-    for name, st in zip(("batch", "row", "head"), strides):
-        setattr(args, f"{prefix}_{name}_stride", st)
-
-
 def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_size=(-1, -1), deterministic=False,
              *, softcap=0.0, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
              config=None):
@@ -98,15 +92,6 @@ def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_s
                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q or 0, max_seqlen_k or 0)
 
 
-def _check_cu_seqlens(q, cu_q, cu_k):
-    for name, c in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
-        if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 1 or c.device != q.device \
-                or c.stride(0) != 1 or c.shape[0] < 1:
-            raise ValueError(f"attention backward: {name} must be a contiguous 1-D int32 tensor on {q.device}")
-    if cu_q.shape != cu_k.shape:
-        raise ValueError("attention backward: cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1)")
-
-
 def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right: int, deterministic: bool = False,
              config=None, softcap: float = 0.0, cu_q=None, cu_k=None, max_sq: int = 0, max_sk: int = 0):
     """attn_bwd with the forward op's mask encoding (kind, left, right; 2^30 = unbounded)."""
@@ -122,7 +107,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
                          f"{tuple(q.shape)}")
     H, D, Hkv = q.shape[-2], q.shape[-1], k.shape[-2]
     if varlen:
-        _check_cu_seqlens(q, cu_q, cu_k)
+        check_cu_seqlens(q, cu_q, cu_k, "attention backward")
         B, Sq, Sk = cu_q.shape[0] - 1, int(max_sq), int(max_sk)
         total_q, total_k = q.shape[0], k.shape[0]
         lse_shape = (H, total_q)
@@ -164,8 +149,8 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     pa.o, pa.dout, pa.lse, pa.dsum, pa.lse_log2 = (out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
                                                    dsum.data_ptr(), lse_log2.data_ptr())
     pa.cu_seqlens_q = cu_q.data_ptr() if varlen else None
-    _strides(pa, "o", out)
-    _strides(pa, "do", dout)
+    set_strides(pa, "o", out)
+    set_strides(pa, "do", dout)
     pa.batch, pa.heads, pa.seqlen_q, pa.seqlen_q_pad, pa.total_q, pa.head_dim = B, H, Sq, pad, total_q, D
 
     a = _BwdArgs()
@@ -176,7 +161,7 @@ def bwd_impl(dout, q, k, v, out, lse, scale: float, mask: str, left: int, right:
     if varlen:
         a.cu_seqlens_q, a.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
     for prefix, t in (("q", q), ("k", k), ("v", v), ("do", dout), ("dq", dq), ("dk", dk), ("dv", dv)):
-        _strides(a, prefix, t)
+        set_strides(a, prefix, t)
     a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.seqlen_q_pad = B, H, Hkv, Sq, Sk, pad
     a.total_q, a.total_k = total_q, total_k
     a.window_left, a.window_right = left, right
