@@ -4,7 +4,7 @@ which a GPU-machine call carries so device time is not spent compiling (the
 cache key does not depend on the checkout's location, jit/cache.py); on the
 GPU machine scripts/gpu_check.sh uses it for whatever is still missing.
 
-  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, fwd, gemm, bwd-bench, fwd-bench, wide, extra)
+  python scripts/prebuild_cache.py OUT_DIR SET[,SET...]   (sets: bwd, bwd-narrow, fwd, gemm, bwd-bench, fwd-bench, wide, extra)
 """
 import os
 import sys
@@ -21,6 +21,9 @@ cfgs = []
 if "bwd" in sets:  # everything tests/test_attention_bwd_gpu.py runs
     from test_attention_bwd_gpu import PREBUILD
     cfgs += PREBUILD
+if "bwd-narrow" in sets:  # the head dim 64/96/128 part of the backward tests (~50 MB)
+    from test_attention_bwd_gpu import PREBUILD
+    cfgs += [c for c in PREBUILD if c.head_dim <= 128]
 if "fwd" in sets:  # everything tests/test_attention_fwd_gpu.py runs (~70 MB: carry with little else)
     from test_attention_fwd_gpu import PREBUILD as FWD_PREBUILD
     cfgs += FWD_PREBUILD

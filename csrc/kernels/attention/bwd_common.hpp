@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <cutlass/numeric_conversion.h>
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/bwd_args.h"
@@ -11,9 +12,21 @@
 
 namespace cd42::attn {
 
-constexpr int kBwdBarrierdS = 0;       // both consumer warpgroups: dS^T tile written / read
-constexpr int kBwdBarrierdQFull = 1;   // consumers -> dQ writer warp: the dQ tile is in smem
-constexpr int kBwdBarrierdQEmpty = 2;  // dQ writer warp -> consumers: the tile may be overwritten
+constexpr int kBwdBarrierdS = 0;        // both consumer warpgroups: dS^T tile written / read
+constexpr int kBwdBarrierdQFull0 = 1;   // +w: consumer warpgroup w -> dQ writer warp: its half of the dQ tile is in smem
+constexpr int kBwdBarrierdQEmpty0 = 3;  // +w: dQ writer warp -> consumer warpgroup w: its half may be overwritten
+
+// A query block's dQ accumulator chunk (and the narrow variant's smem dQ
+// tile) holds the dQ MMA's fragments in register order, each consumer
+// warpgroup's half contiguous: float4 c of consumer thread t sits at
+// (t / 128) * half + c * 128 + t % 128, so a warp's float4s are contiguous
+// and each warpgroup's half goes to global memory as one bulk reduce. The
+// dQ postprocess reads with the same map.
+template <class T>
+CUTE_HOST_DEVICE int dq_float4_slot(int c, int tidx) {
+  constexpr int kPerWarpGroup = T::kdQPerThread / 4 * kWarpGroupThreads;
+  return tidx / kWarpGroupThreads * kPerWarpGroup + c * kWarpGroupThreads + tidx % kWarpGroupThreads;
+}
 
 // The main kernel's grid is one-dimensional, over (key block, KV head,
 // batch) tiles in this order: (head, batch) pairs in groups of
@@ -151,49 +164,117 @@ CUTE_DEVICE float bwd_logit_log2(typename T::Params const& p, float s, float& ca
   }
 }
 
+// Values i..i+3 (i % 4 == 0) of a 64 x N wgmma accumulator fragment sit at
+// (m, n), (m, n+1), (m+8, n), (m+8, n+1): the S^T / dP^T tiles' query rows
+// come in adjacent pairs, so each pair's row statistics are one 8-byte load.
+template <class Frag>
+CUTE_DEVICE constexpr void assert_c_fragment_quads(Frag const&) {
+  static_assert(decltype(cute::size(Frag{}))::value % 4 == 0, "64 x N accumulator fragment: values in quads");
+}
+
+// float fragment -> 16-bit fragment of the same register order, two values
+// per cvt.rn.{bf16,f16}x2 (F2FP). Per-element static_casts came out as one
+// F2F each (a quarter-rate pipe the exp2s need too) where the floats were
+// computed under a mask predicate.
+template <class FragF, class FragH>
+CUTE_DEVICE void convert_pairs(FragF const& src, FragH& dst) {
+  using namespace cute;
+  using Element = typename FragH::value_type;
+  cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest> conv;
+  Tensor dst2 = recast<cutlass::Array<Element, 2>>(dst);
+  CUTE_UNROLL
+  for (int i = 0; i < size(dst2); ++i) {
+    cutlass::Array<float, 2> in;
+    in[0] = src(2 * i);
+    in[1] = src(2 * i + 1);
+    dst2(i) = conv(in);
+  }
+}
+
 // P^T from S^T, both variants' first elementwise step: masked elements
 // exactly 0 (rows past seqlen_q have lse_log2 = +inf, so their P is 0
 // without a test); with softcap also 1 - tanh^2 into tCap. tC holds each
-// element's (key, row) within the tile.
+// element's (key, row) within the tile. P^T is computed in place in float,
+// then converted in pairs.
 template <class T, class FragS, class FragP, class FragCap, class Coords>
-CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS const& tS, FragP& tP, FragCap& tCap, Coords const& tC,
+CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS& tS, FragP& tP, FragCap& tCap, Coords const& tC,
                            float const* s_lse, int n0, int m0, int seqlen_k, int off) {
   using namespace cute;
+  assert_c_fragment_quads(tS);
   CUTE_UNROLL
-  for (int i = 0; i < size(tS); ++i) {
+  for (int i = 0; i < size(tS); i += 4) {
     int const r = get<1>(tC(i));
-    bool const ok = bwd_visible<T>(p.args, n0 + get<0>(tC(i)), m0 + r, seqlen_k, off);
-    float cap_grad;
-    float const logit_log2 = bwd_logit_log2<T>(p, tS(i), cap_grad);
-    if constexpr (T::kSoftcap) tCap(i) = static_cast<typename FragCap::value_type>(cap_grad);
-    tP(i) = static_cast<typename FragP::value_type>(ok ? fast_exp2(logit_log2 - s_lse[r]) : 0.f);
+    float2 const lse = *reinterpret_cast<float2 const*>(s_lse + r);
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      bool const ok = bwd_visible<T>(p.args, n0 + get<0>(tC(i + j)), m0 + r + (j & 1), seqlen_k, off);
+      float cap_grad;
+      float const logit_log2 = bwd_logit_log2<T>(p, tS(i + j), cap_grad);
+      if constexpr (T::kSoftcap) tCap(i + j) = static_cast<typename FragCap::value_type>(cap_grad);
+      tS(i + j) = ok ? fast_exp2(logit_log2 - ((j & 1) ? lse.y : lse.x)) : 0.f;
+    }
   }
+  convert_pairs(tS, tP);
 }
 
 // dS^T = P^T (dP^T - dsum) [x (1 - tanh^2)], from the rounded P^T the dV
-// GEMM sees. tCap may be tdS itself (each element is read before written).
+// GEMM sees; computed in place in tdP, then converted (as P^T above). tCap
+// may be tdS itself (all of tCap is read before tdS is written).
 template <class T, class FragdP, class FragP, class FragCap, class FragdS, class Coords>
-CUTE_DEVICE void bwd_dscores(FragdP const& tdP, FragP const& tP, FragCap const& tCap, FragdS& tdS, Coords const& tC,
+CUTE_DEVICE void bwd_dscores(FragdP& tdP, FragP const& tP, FragCap const& tCap, FragdS& tdS, Coords const& tC,
                              float const* s_dsum) {
   using namespace cute;
+  assert_c_fragment_quads(tdP);
   CUTE_UNROLL
-  for (int i = 0; i < size(tdP); ++i) {
-    float ds = static_cast<float>(tP(i)) * (tdP(i) - s_dsum[get<1>(tC(i))]);
-    if constexpr (T::kSoftcap) ds *= static_cast<float>(tCap(i));
-    tdS(i) = static_cast<typename FragdS::value_type>(ds);
+  for (int i = 0; i < size(tdP); i += 4) {
+    float2 const dsum = *reinterpret_cast<float2 const*>(s_dsum + get<1>(tC(i)));
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      float ds = static_cast<float>(tP(i + j)) * (tdP(i + j) - ((j & 1) ? dsum.y : dsum.x));
+      if constexpr (T::kSoftcap) ds *= static_cast<float>(tCap(i + j));
+      tdP(i + j) = ds;
+    }
   }
+  convert_pairs(tdP, tdS);
 }
 
 // dK (scaled: S = scale * Q K^T) and dV from the dK/dV MMA's accumulators,
-// keys past seqlen_k skipped. The addressing is rebuilt from blockIdx here
-// rather than kept live across the main loop (it costs registers there).
+// through shared memory: the fragments go to a [kBlockN][D] tile as 4-byte
+// pairs (16-byte chunks XOR-swizzled by the row's low bits, so a warp's
+// pair stores hit 32 different banks), then every consumer thread copies
+// whole 16-byte row chunks to global memory, rows past seqlen_k skipped.
+// (Stored as 2-byte scalars straight from the fragments, a sector carried 8
+// useful bytes of 32 and the epilogue took ~7% of the kernel's warp samples
+// at S = 4096, D = 128.) dk / dv are contiguous (bwd_impl allocates them),
+// so their rows are 16-byte aligned. The addressing is rebuilt from blockIdx
+// here rather than kept live across the main loop (it costs registers
+// there). The caller makes sure no wgmma still reads sdK / sdV.
 template <class T, class FragdK, class FragdV>
-CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV, int tidx) {
+CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV,
+                                        int tidx, typename T::Element* sdK, typename T::Element* sdV,
+                                        int barrier_id) {
   using namespace cute;
   using Element = typename T::Element;
-  typename T::TiledMmadKV mma_dkv;
-  Tensor tdKVcdKV = mma_dkv.get_thread_slice(tidx).partition_C(
-      make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
+  constexpr int kChunks = T::kHeadDim / 8;  // 16-byte chunks per row
+  constexpr int kSwizzle = kChunks % 8 == 0 ? 7 : 3;  // chunk ^ (row & kSwizzle) stays inside the row
+  static_assert(kChunks % (kSwizzle + 1) == 0, "swizzle must permute chunks within a row");
+  auto slot = [](int row, int col) { return row * T::kHeadDim + (((col >> 3) ^ (row & kSwizzle)) << 3) + (col & 7); };
+  {
+    typename T::TiledMmadKV mma_dkv;
+    Tensor tC = mma_dkv.get_thread_slice(tidx).partition_C(
+        make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{}));
+    static_assert(decltype(size(tdKrdK))::value % 2 == 0, "accumulator values come in column pairs");
+    CUTE_UNROLL
+    for (int i = 0; i < size(tdKrdK); i += 2) {  // values i, i+1 sit at (row, col), (row, col + 1)
+      int const at = slot(get<0>(tC(i)), get<1>(tC(i)));
+      Element const k2[2] = {static_cast<Element>(tdKrdK(i) * a.softmax_scale),
+                             static_cast<Element>(tdKrdK(i + 1) * a.softmax_scale)};
+      Element const v2[2] = {static_cast<Element>(tdVrdV(i)), static_cast<Element>(tdVrdV(i + 1))};
+      *reinterpret_cast<uint32_t*>(sdK + at) = *reinterpret_cast<uint32_t const*>(k2);
+      *reinterpret_cast<uint32_t*>(sdV + at) = *reinterpret_cast<uint32_t const*>(v2);
+    }
+  }
+  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, barrier_id);
   BwdTile const tile = bwd_tile(a);
   int const b = tile.batch, h = tile.head_kv;
   BwdSeq<T> const seq(a, b, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
@@ -201,13 +282,17 @@ CUTE_DEVICE void bwd_store_dk_dv(cd42_attn_bwd_args const& a, FragdK const& tdKr
                 int64_t(seq.k_offset) * a.dk_row_stride;
   Element* dv = static_cast<Element*>(a.dv) + int64_t(b) * a.dv_batch_stride + int64_t(h) * a.dv_head_stride +
                 int64_t(seq.k_offset) * a.dv_row_stride;
+  int const rows = min(T::kBlockN, seq.seqlen_k - tile.n_block * T::kBlockN);
+  static_assert(T::kBlockN * kChunks % T::kConsumerThreads == 0, "whole passes over the tile");
   CUTE_UNROLL
-  for (int i = 0; i < size(tdKrdK); ++i) {
-    int const key = tile.n_block * T::kBlockN + get<0>(tdKVcdKV(i));
-    int const col = get<1>(tdKVcdKV(i));
-    if (key < seq.seqlen_k) {
-      dk[int64_t(key) * a.dk_row_stride + col] = static_cast<Element>(tdKrdK(i) * a.softmax_scale);
-      dv[int64_t(key) * a.dv_row_stride + col] = static_cast<Element>(tdVrdV(i));
+  for (int pass = 0; pass < T::kBlockN * kChunks / T::kConsumerThreads; ++pass) {
+    int const j = pass * T::kConsumerThreads + tidx;
+    int const row = j / kChunks, c = j % kChunks;
+    if (row < rows) {
+      int const at = row * T::kHeadDim + ((c ^ (row & kSwizzle)) << 3);
+      int64_t const key = tile.n_block * T::kBlockN + row;
+      *reinterpret_cast<uint4*>(dk + key * a.dk_row_stride + c * 8) = *reinterpret_cast<uint4 const*>(sdK + at);
+      *reinterpret_cast<uint4*>(dv + key * a.dv_row_stride + c * 8) = *reinterpret_cast<uint4 const*>(sdV + at);
     }
   }
 }

@@ -87,8 +87,10 @@ CUTE_DEVICE void bwd_producer(typename T::Params const& p, typename T::SharedSto
 }
 
 // Warp 1 of the producer warpgroup: adds each query block's dQ tile from
-// shared memory into the float32 accumulator with one bulk reduce (async
-// proxy, whole 128-byte lines at L2), in the consumers' step order.
+// shared memory into the float32 accumulator, one bulk reduce per consumer
+// warpgroup's half (async proxy, whole 128-byte lines at L2), in the
+// consumers' step order. Each warpgroup hands its half over through its own
+// pair of barriers, so neither waits for the other's dQ wgmma.
 template <class T>
 CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedStorage& ss, BwdSeq<T> const& seq) {
   auto const& a = p.args;
@@ -98,38 +100,58 @@ CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedSt
   bool const leader = cute::elect_one_sync();
   BwdBlockRange<T> range(a, seq, n_block);
   int const steps = group * (range.m_max - range.m_min);
-  constexpr int kThreads = T::kConsumerThreads + T::kdQWriterThreads;
-  if (steps > 0) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);  // starts empty
+  constexpr int kThreads = kWarpGroupThreads + T::kdQWriterThreads;  // one consumer warpgroup and this warp
+  constexpr int kHalf = T::kBlockM * T::kHeadDim / 2;  // floats per warpgroup
+  if (steps > 0) {  // both halves start empty
+    cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0);
+    cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0 + 1);
+  }
   int step = 0;
   CUTE_NO_UNROLL
   for (int g = 0; g < group; ++g) {
     int64_t const chunk0 = seq.stat_row(head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
     CUTE_NO_UNROLL
     for (int m = range.m_min; m < range.m_max; ++m) {
-      cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull);
-      if (leader) {
-        float* dst = a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim);
-        int* sem = nullptr;
-        int turn = 0;
-        if constexpr (T::kDeterministic) {  // the key blocks before this one have added
-          sem = a.dq_semaphore + chunk0 + m;
+      float* dst = a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim);
+      int* sem = nullptr;
+      int turn = 0;
+      if constexpr (T::kDeterministic) {  // the key blocks before this one have added
+        sem = a.dq_semaphore + chunk0 + m;
+        if (leader) {
           turn = dq_turn<T>(a, seq, n_block, m);
           while (ld_acquire(sem) != turn) __nanosleep(64);
         }
-        uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ);
-        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
-                     :: "l"(dst), "r"(src), "r"(T::kdQBytes) : "memory");
-        cute::tma_store_arrive();
-        if constexpr (T::kDeterministic) {  // the adds are complete and visible before the next turn
+      }
+      CUTE_UNROLL
+      for (int w = 0; w < 2; ++w) {
+        cutlass::arch::NamedBarrier::sync(kThreads, kBwdBarrierdQFull0 + w);
+        if (leader) {
+          uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ + w * kHalf);
+          asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                       :: "l"(dst + w * kHalf), "r"(src), "r"(T::kdQBytes / 2) : "memory");
+          cute::tma_store_arrive();
+        }
+      }
+      bool const more = ++step < steps;
+      if constexpr (T::kDeterministic) {  // the adds are complete and visible before the next turn
+        if (leader) {
           asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
           asm volatile("fence.proxy.async.global;" ::: "memory");
           st_release(sem, turn + 1);
-        } else {
-          cute::tma_store_wait<0>();  // the tile has been read: smem may be reused
         }
+        __syncwarp();
+        if (more) {
+          cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0);
+          cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0 + 1);
+        }
+      } else {  // each half may be reused once its reduce has read it
+        if (leader) cute::tma_store_wait<1>();
+        __syncwarp();
+        if (more) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0);
+        if (leader) cute::tma_store_wait<0>();
+        __syncwarp();
+        if (more) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0 + 1);
       }
-      __syncwarp();
-      if (++step < steps) cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty);
     }
   }
   if (leader) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // complete before the CTA exits
@@ -172,7 +194,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
   Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));  // (MMA, 1, M/16, stages)
   Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
-  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));     // (MMA, 1, N/16)
+  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));     // (MMA, 1, N/16, buffers)
   Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
 
   Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
@@ -202,11 +224,11 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   for (int g = 0; g < group; ++g) {
     for (int m = range.m_min; m < range.m_max; ++m) {
       int const m0 = m * T::kBlockM;
+      int const ds_buf = T::kdSBuffers == 2 ? q_state.count() & 1 : 0;  // step parity
       pipe_q.consumer_wait(q_state);
       int const stage = q_state.index();
       // S^T = K Q^T and dP^T = V dO^T issued back to back: P^T is computed
-      // from S^T while the tensor cores still work on dP^T (fits next to
-      // dK/dV at D = 128 with 64-row steps and at D = 64 with 128).
+      // from S^T while the tensor cores still work on dP^T.
       wgmma_overwrite(mma_sdp, tSrK, tSrQ(_, _, _, stage), tSrS);
       wgmma_overwrite(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), tdPrdP);
       warpgroup_wait<1>();  // S^T
@@ -216,32 +238,38 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       Tensor tScS = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       bwd_probs<T>(p, tSrS, tdVrP, tdScap, tScS, s_lse, n0, m0, seqlen_k, off);
+
       warpgroup_wait<0>();
       warpgroup_fence_operand(tdPrdP);
       Tensor tScS2 = mma_sdp.get_thread_slice(fresh_tidx()).partition_C(
           make_identity_tensor(Shape<Int<T::kBlockN>, Int<T::kBlockM>>{}));
       bwd_dscores<T>(tdPrdP, tdVrP, tdScap, tdKrdS, tScS2, s_dsum);
 
-      // dS^T to shared memory for the dQ GEMM (both warpgroups' halves of
-      // the keys). The previous step's dQ wgmma of both warpgroups has
-      // retired before either gets here (each waits for it below).
-      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+      // dS^T to this step's shared buffer (both warpgroups' halves of the
+      // keys) for the dQ GEMM. The other buffer may still be read by the
+      // other warpgroup's previous dQ wgmma; this one was last read two
+      // steps ago, before both passed the previous step's barrier. With one
+      // buffer, both warpgroups' previous dQ wgmmas must retire first.
+      if constexpr (T::kdSBuffers == 1) cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
       CUTE_UNROLL
       {  // stmatrix: 8x8 tiles of 16-bit values, rows (keys) of 8 contiguous query columns
         auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_sdp);
         auto thr_r2s = r2s.get_thread_slice(fresh_tidx());
         Tensor tdSr = thr_r2s.retile_S(make_tensor(tdKrdS.data(), tSrS.layout()));  // dS^T in C-fragment order
-        cute::copy(r2s, tdSr, thr_r2s.partition_D(sdSt));
+        cute::copy(r2s, tdSr, thr_r2s.partition_D(sdSt(_, _, ds_buf)));
       }
       cutlass::arch::fence_view_async_shared();
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
 
       // dQ = dS K first (its own commit group), then dV += P^T dO and
       // dK += dS^T Q: only dQ is waited for here; dV/dK retire during the
-      // dQ store. (Letting them run on into the next step's S^T/dP^T keeps
-      // P^T and dS^T live next to S^T and dP^T: ptxas serializes the
-      // wgmmas for lack of registers at D=128.) The register A operands are
-      // fenced too, or ptxas injects warpgroup.arrive between the wgmmas (C7519).
+      // dQ store. (Issuing dV right after P^T, under the dS^T steps, measured
+      // 2-8% slower at D=128: it delays the other warpgroup's dP^T, which
+      // is on the path to the shared dS^T barrier. Letting dV/dK run on into
+      // the next step's S^T/dP^T keeps P^T and dS^T live next to S^T and
+      // dP^T: ptxas serializes the wgmmas for lack of registers.) The
+      // register A operands are fenced too, or ptxas injects warpgroup.arrive
+      // between the wgmmas (C7519).
       warpgroup_fence_operand(tdVrP);
       warpgroup_fence_operand(tdKrdS);
       warpgroup_fence_operand(tdVrdV);
@@ -251,7 +279,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       mma_dq.accumulate_ = GMMA::ScaleOut::Zero;
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tdQrdS); ++kb) {
-        cute::gemm(mma_dq, tdQrdS(_, _, kb), tdQrKt(_, _, kb), tdQrdQ);
+        cute::gemm(mma_dq, tdQrdS(_, _, kb, ds_buf), tdQrKt(_, _, kb), tdQrdQ);
         mma_dq.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
@@ -267,20 +295,22 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       warpgroup_wait<1>();
       warpgroup_fence_operand(tdQrdQ);
 
-      // dQ (unscaled) to the shared tile as float4s in register order
-      // (chunk c of thread t at float4 index c * threads + t: a warp's
-      // stores are contiguous), once the writer warp has read the last one.
-      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQEmpty);
+      // dQ (unscaled) to this warpgroup's half of the shared tile as float4s
+      // in register order (dq_float4_slot), once the writer warp has read
+      // the last one.
       {
-        float4* sdQ = reinterpret_cast<float4*>(ss.dQ) + fresh_tidx();
+        int const wg = cutlass::canonical_warp_group_idx() - 1;  // warp-uniform
+        constexpr int kWriterBarThreads = kWarpGroupThreads + T::kdQWriterThreads;
+        cutlass::arch::NamedBarrier::sync(kWriterBarThreads, kBwdBarrierdQEmpty0 + wg);
+        float4* sdQ = reinterpret_cast<float4*>(ss.dQ);
         CUTE_UNROLL
         for (int c = 0; c < T::kdQPerThread / 4; ++c) {
-          sdQ[c * T::kConsumerThreads] =
+          sdQ[dq_float4_slot<T>(c, fresh_tidx())] =
               make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3));
         }
+        cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
+        cutlass::arch::NamedBarrier::arrive(kWriterBarThreads, kBwdBarrierdQFull0 + wg);
       }
-      cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
-      cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads + T::kdQWriterThreads, kBwdBarrierdQFull);
       warpgroup_wait<0>();  // dV, dK: their A operands are rewritten next step, their B is this stage
       warpgroup_fence_operand(tdVrdV);
       warpgroup_fence_operand(tdKrdK);
@@ -293,7 +323,13 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   // producer's pipeline tail would wait for that forever.
   pipe_kv.consumer_release(kv_state);
 
-  bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_tidx());
+  // dK and dV are staged in the Q and dO buffers once both warpgroups'
+  // last wgmmas (which read them) have retired; the dQ writer warp may
+  // still be reading the dQ tile, which is left alone.
+  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
+  static_assert(sizeof(ss.Q) >= T::kBlockN * T::kHeadDim * sizeof(Element), "dK stages in the Q buffers");
+  bwd_store_dk_dv_staged<T>(a, tdKrdK, tdVrdV, fresh_tidx(), reinterpret_cast<Element*>(ss.Q.begin()),
+                            reinterpret_cast<Element*>(ss.dO.begin()), kBwdBarrierdS);
 }
 
 template <class T>
@@ -396,7 +432,7 @@ __global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kern
   BwdSeq<T> const seq(a, batch, a.heads_q);
   if (m * T::kBlockM >= seq.seqlen_q) return;  // varlen: past this sequence's rows
   float4 const* src = reinterpret_cast<float4 const*>(
-      a.dq_accum + (seq.stat_row(head) / T::kBlockM + m) * (T::kBlockM * T::kHeadDim)) + tidx;
+      a.dq_accum + (seq.stat_row(head) / T::kBlockM + m) * (T::kBlockM * T::kHeadDim));
   typename T::TiledMmadQ mma_dq;
   Tensor tdQcdQ = mma_dq.get_thread_slice(tidx).partition_C(
       make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
@@ -405,7 +441,7 @@ __global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kern
                 int64_t(seq.q_offset) * a.dq_row_stride;
   CUTE_UNROLL
   for (int c = 0; c < T::kdQPerThread / 4; ++c) {
-    float4 const v = src[c * T::kConsumerThreads];
+    float4 const v = src[dq_float4_slot<T>(c, tidx)];
     float const vals[4] = {v.x, v.y, v.z, v.w};
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {

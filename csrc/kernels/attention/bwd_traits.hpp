@@ -132,13 +132,19 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
   // packing of bwd_args.h.
   static constexpr bool kVarlen = Varlen_;
 
-  // dS^T as written from registers: (N keys, M rows), rows contiguous; read
-  // back as dS (M, N) for the dQ wgmma through the transposed view.
+  // dS^T as written from registers: (N keys, M rows, buffer), rows
+  // contiguous; read back as dS (M, N, buffer) for the dQ wgmma through the
+  // transposed view. Two buffers (step parity): a warpgroup may write this
+  // step's dS^T while the other's dQ wgmma still reads the last one, so one
+  // barrier per step suffices (the one that publishes dS^T). Softcap keeps
+  // one buffer and a second barrier (the parity's addressing spills there).
+  static constexpr int kdSBuffers = Softcap_ ? 1 : 2;
   using SmemAtomdS = cute::GMMA::Layout_K_SW128_Atom<Element>;  // M = 64 elements = 128 bytes
-  using SmemLayoutdSt = decltype(cute::tile_to_shape(SmemAtomdS{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>>{}));
+  using SmemLayoutdSt = decltype(cute::tile_to_shape(
+      SmemAtomdS{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kBlockM>, cute::Int<kdSBuffers>>{}));
   using SmemLayoutdS = decltype(cute::composition(
-      SmemLayoutdSt{}, cute::make_layout(cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>{},
-                                         cute::Stride<cute::Int<kBlockN>, cute::_1>{})));
+      SmemLayoutdSt{}, cute::make_layout(cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kdSBuffers>>{},
+                                         cute::Stride<cute::Int<kBlockN>, cute::_1, cute::Int<kBlockM * kBlockN>>{})));
 
   // Warpgroups stacked along the keys (M of the first four GEMMs).
   using TiledMmaSdP = decltype(cute::make_tiled_mma(

@@ -138,11 +138,10 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
         cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierTurn);
       }
       {
-        float4* dst = reinterpret_cast<float4*>(a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim)) +
-                      fresh_consumer_tidx();
+        float4* dst = reinterpret_cast<float4*>(a.dq_accum + (chunk0 + m) * (T::kBlockM * T::kHeadDim));
         CUTE_UNROLL
         for (int c = 0; c < T::kdQPerThread / 4; ++c) {
-          atomicAdd(dst + c * T::kConsumerThreads,
+          atomicAdd(dst + dq_float4_slot<T>(c, fresh_consumer_tidx()),
                     make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3)));
         }
       }
@@ -159,7 +158,12 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
     }
   }
   pipe_kv.consumer_release(kv_state);
-  bwd_store_dk_dv<T>(a, tdKrdK, tdVrdV, fresh_consumer_tidx());
+  // dK and dV staged in the Q and dO buffers once both warpgroups' last
+  // wgmmas (which read them) have retired.
+  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
+  static_assert(sizeof(ss.Q) >= T::kBlockN * T::kHeadDim * sizeof(Element), "dK stages in the Q buffers");
+  bwd_store_dk_dv_staged<T>(a, tdKrdK, tdVrdV, fresh_consumer_tidx(), reinterpret_cast<Element*>(ss.Q.begin()),
+                            reinterpret_cast<Element*>(ss.dO.begin()), kBwdWideBarrierPdS);
 }
 
 }  // namespace cd42::attn

@@ -75,8 +75,8 @@ class AttnBwdConfig:
         kv = round_up(n * self.head_dim * 2, 1024)
         if self.wide:  # P^T and dS^T tiles; dQ goes to global memory with atomics
             ds, dq = 2 * round_up(n * m * 2, 1024), 0
-        else:  # dS^T tile, fp32 dQ tile for the bulk reduce
-            ds, dq = round_up(n * m * 2, 1024), m * self.head_dim * 4
+        else:  # dS^T tiles (two, by step parity, except with softcap), fp32 dQ tile for the bulk reduce
+            ds, dq = (1 if self.softcap else 2) * round_up(n * m * 2, 1024), m * self.head_dim * 4
         return round_up(2 * q + 2 * kv + ds + dq + 2 * self.stages * m * 4 + 16 * self.stages + 64, 1024)
 
     def validate(self) -> "AttnBwdConfig":
