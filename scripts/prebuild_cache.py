@@ -43,7 +43,7 @@ if "wide" in sets:  # the head dim 192/256 part of the backward tests and bench
 if "extra" in sets:  # what the few other GPU tests of a backward-focused call build
     from cudadent42.configs.attention_bwd import AttnBwdConfig
     cfgs += [attn_fwd_config("bf16", 64, "none", True, False),
-             AttnBwdConfig(head_dim=64, mask="causal", stages=3, block_m=128)]
+             AttnBwdConfig(head_dim=64, mask="causal", stages=3)]
 cfgs = list(dict.fromkeys(cfgs))
 t = time.time()
 res = build(cfgs, progress=False)

@@ -150,6 +150,20 @@ CUTE_DEVICE bool bwd_visible(cd42_attn_bwd_args const& a, int key, int row, int 
   return ok;
 }
 
+// Whether every (key, row) of the tile [n0, n0 + N) x [m0, m0 + M) is
+// visible, so P^T needs no per-element mask (a causal tile off the diagonal,
+// any tile of a key block inside seqlen_k): its two extreme corners are.
+// Rows past seqlen_q need no test either way (their LSE is +inf).
+template <class T>
+CUTE_DEVICE bool bwd_tile_unmasked(cd42_attn_bwd_args const& a, int n0, int m0, int seqlen_k, int off) {
+  bool ok = n0 + T::kBlockN <= seqlen_k;
+  if constexpr (T::kHasWindow) {
+    ok &= n0 + T::kBlockN - 1 <= m0 + off + a.window_right;     // last key, first row
+    ok &= n0 >= m0 + T::kBlockM - 1 + off - a.window_left;      // first key, last row
+  }
+  return ok;
+}
+
 // exp2 argument of a raw score (before the row's LSE is subtracted); with
 // softcap also 1 - tanh^2, the factor dS picks up. Softcap recomputes the
 // forward's approximate tanh, so P matches the forward's LSE.
@@ -196,9 +210,9 @@ CUTE_DEVICE void convert_pairs(FragF const& src, FragH& dst) {
 // without a test); with softcap also 1 - tanh^2 into tCap. tC holds each
 // element's (key, row) within the tile. P^T is computed in place in float,
 // then converted in pairs.
-template <class T, class FragS, class FragP, class FragCap, class Coords>
-CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS& tS, FragP& tP, FragCap& tCap, Coords const& tC,
-                           float const* s_lse, int n0, int m0, int seqlen_k, int off) {
+template <class T, bool Masked, class FragS, class FragP, class FragCap, class Coords>
+CUTE_DEVICE void bwd_probs_impl(typename T::Params const& p, FragS& tS, FragP& tP, FragCap& tCap, Coords const& tC,
+                                float const* s_lse, int n0, int m0, int seqlen_k, int off) {
   using namespace cute;
   assert_c_fragment_quads(tS);
   CUTE_UNROLL
@@ -207,7 +221,7 @@ CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS& tS, FragP& tP, Fr
     float2 const lse = *reinterpret_cast<float2 const*>(s_lse + r);
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
-      bool const ok = bwd_visible<T>(p.args, n0 + get<0>(tC(i + j)), m0 + r + (j & 1), seqlen_k, off);
+      bool const ok = !Masked || bwd_visible<T>(p.args, n0 + get<0>(tC(i + j)), m0 + r + (j & 1), seqlen_k, off);
       float cap_grad;
       float const logit_log2 = bwd_logit_log2<T>(p, tS(i + j), cap_grad);
       if constexpr (T::kSoftcap) tCap(i + j) = static_cast<typename FragCap::value_type>(cap_grad);
@@ -215,6 +229,19 @@ CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS& tS, FragP& tP, Fr
     }
   }
   convert_pairs(tS, tP);
+}
+
+// The per-element mask only where the tile needs one (a warp-uniform branch):
+// off the causal diagonal it was ~4 integer ops per element on the path
+// from S^T to the dS^T barrier. (Softcap keeps one copy: two spill there.)
+template <class T, class FragS, class FragP, class FragCap, class Coords>
+CUTE_DEVICE void bwd_probs(typename T::Params const& p, FragS& tS, FragP& tP, FragCap& tCap, Coords const& tC,
+                           float const* s_lse, int n0, int m0, int seqlen_k, int off) {
+  if (!T::kSoftcap && bwd_tile_unmasked<T>(p.args, n0, m0, seqlen_k, off)) {
+    bwd_probs_impl<T, false>(p, tS, tP, tCap, tC, s_lse, n0, m0, seqlen_k, off);
+  } else {
+    bwd_probs_impl<T, true>(p, tS, tP, tCap, tC, s_lse, n0, m0, seqlen_k, off);
+  }
 }
 
 // dS^T = P^T (dP^T - dsum) [x (1 - tanh^2)], from the rounded P^T the dV
