@@ -12,11 +12,11 @@
 //   dV  += P^T dO         RS wgmma 64 x D x M (P^T from registers)
 //   dK  += dS^T Q         RS wgmma 64 x D x M (dS^T from registers)
 //   dQ   = dS K           SS wgmma M x D/2 x N, dS^T through shared memory,
-//                         each warpgroup one half of D (64 rows each when M = 128); the fp32 tile goes
-//                         to shared memory and one warp of the producer
-//                         warpgroup adds it to the global accumulator with
-//                         a single bulk reduce (cp.reduce.async.bulk), so the
-//                         consumers never wait on global atomics.
+//                         each warpgroup one half of D (64 rows each when M = 128); each
+//                         warpgroup's fp32 half goes to shared memory and one
+//                         warp of the producer warpgroup adds it to the global
+//                         accumulator with a bulk reduce (cp.reduce.async.bulk),
+//                         so the consumers never wait on global atomics.
 // Transposed operands (dO^T, Q^T, K^T, dS) are views of the same shared
 // buffers through a transposing composition, as FlashAttention-3 does.
 #pragma once
@@ -181,7 +181,7 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> K;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutK>> V;
     alignas(1024) cute::ArrayEngine<Element, cute::cosize_v<SmemLayoutdSt>> dS;
-    // dQ tile in register order (thread-interleaved float4s), the source of the bulk reduce.
+    // dQ tile in register order (dq_float4_slot: one half per warpgroup), the source of the bulk reduces.
     alignas(128) float dQ[kBlockM * kHeadDim];
     alignas(16) float lse_log2[kStages][kBlockM];  // bulk-copied with Q / dO
     alignas(16) float dsum[kStages][kBlockM];

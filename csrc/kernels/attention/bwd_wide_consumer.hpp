@@ -125,8 +125,8 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
       warpgroup_wait<1>();
       warpgroup_fence_operand(tdQrdQ);
 
-      // dQ (unscaled) into its chunk of the accumulator, float4 c of thread t
-      // at float4 index c * threads + t (the postprocess kernel's order).
+      // dQ (unscaled) into its chunk of the accumulator, float4s at
+      // dq_float4_slot (the postprocess kernel's order).
       int* sem = nullptr;
       int turn = 0;
       if constexpr (T::kDeterministic) {  // the key blocks before this one have added
