@@ -275,13 +275,18 @@ CUTE_DEVICE void bwd_dscores(FragdP& tdP, FragP const& tP, FragCap const& tCap, 
 // at S = 4096, D = 128.) dk / dv are contiguous (bwd_impl allocates them),
 // so their rows are 16-byte aligned. The addressing is rebuilt from blockIdx
 // here rather than kept live across the main loop (it costs registers
-// there). The caller makes sure no wgmma still reads sdK / sdV.
+// there). The tiles are staged in the Q and dO buffers, after a barrier
+// (barrier_id, over both consumer warpgroups) that each warpgroup reaches
+// once its last wgmmas, which read those buffers, have retired.
 template <class T, class FragdK, class FragdV>
-CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, FragdK const& tdKrdK, FragdV const& tdVrdV,
-                                        int tidx, typename T::Element* sdK, typename T::Element* sdV,
-                                        int barrier_id) {
+CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, typename T::SharedStorage& ss,
+                                        FragdK const& tdKrdK, FragdV const& tdVrdV, int tidx, int barrier_id) {
   using namespace cute;
   using Element = typename T::Element;
+  static_assert(sizeof(ss.Q) >= T::kBlockN * T::kHeadDim * sizeof(Element), "dK stages in the Q buffers");
+  Element* sdK = reinterpret_cast<Element*>(ss.Q.begin());
+  Element* sdV = reinterpret_cast<Element*>(ss.dO.begin());
+  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, barrier_id);
   constexpr int kChunks = T::kHeadDim / 8;  // 16-byte chunks per row
   constexpr int kSwizzle = kChunks % 8 == 0 ? 7 : 3;  // chunk ^ (row & kSwizzle) stays inside the row
   static_assert(kChunks % (kSwizzle + 1) == 0, "swizzle must permute chunks within a row");

@@ -100,8 +100,9 @@ CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedSt
   bool const leader = cute::elect_one_sync();
   BwdBlockRange<T> range(a, seq, n_block);
   int const steps = group * (range.m_max - range.m_min);
-  constexpr int kThreads = kWarpGroupThreads + T::kdQWriterThreads;  // one consumer warpgroup and this warp
-  constexpr int kHalf = T::kBlockM * T::kHeadDim / 2;  // floats per warpgroup
+  constexpr int kThreads = T::kdQHandoffThreads;
+  constexpr int kHalf = T::kBlockM * T::kHeadDim / T::kConsumerWGs;  // floats per warpgroup
+  static_assert(T::kConsumerWGs == 2, "one dQ half per consumer warpgroup");
   if (steps > 0) {  // both halves start empty
     cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0);
     cutlass::arch::NamedBarrier::arrive(kThreads, kBwdBarrierdQEmpty0 + 1);
@@ -128,7 +129,7 @@ CUTE_DEVICE void bwd_dq_writer(typename T::Params const& p, typename T::SharedSt
         if (leader) {
           uint32_t const src = cute::cast_smem_ptr_to_uint(ss.dQ + w * kHalf);
           asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
-                       :: "l"(dst + w * kHalf), "r"(src), "r"(T::kdQBytes / 2) : "memory");
+                       :: "l"(dst + w * kHalf), "r"(src), "r"(uint32_t(kHalf * sizeof(float))) : "memory");
           cute::tma_store_arrive();
         }
       }
@@ -300,8 +301,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
       // the last one.
       {
         int const wg = cutlass::canonical_warp_group_idx() - 1;  // warp-uniform
-        constexpr int kWriterBarThreads = kWarpGroupThreads + T::kdQWriterThreads;
-        cutlass::arch::NamedBarrier::sync(kWriterBarThreads, kBwdBarrierdQEmpty0 + wg);
+        cutlass::arch::NamedBarrier::sync(T::kdQHandoffThreads, kBwdBarrierdQEmpty0 + wg);
         float4* sdQ = reinterpret_cast<float4*>(ss.dQ);
         CUTE_UNROLL
         for (int c = 0; c < T::kdQPerThread / 4; ++c) {
@@ -309,7 +309,7 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
               make_float4(tdQrdQ(4 * c), tdQrdQ(4 * c + 1), tdQrdQ(4 * c + 2), tdQrdQ(4 * c + 3));
         }
         cutlass::arch::fence_view_async_shared();  // visible to the bulk reduce (async proxy)
-        cutlass::arch::NamedBarrier::arrive(kWriterBarThreads, kBwdBarrierdQFull0 + wg);
+        cutlass::arch::NamedBarrier::arrive(T::kdQHandoffThreads, kBwdBarrierdQFull0 + wg);
       }
       warpgroup_wait<0>();  // dV, dK: their A operands are rewritten next step, their B is this stage
       warpgroup_fence_operand(tdVrdV);
@@ -323,13 +323,9 @@ CUTE_DEVICE void bwd_consumer(typename T::Params const& p, typename T::SharedSto
   // producer's pipeline tail would wait for that forever.
   pipe_kv.consumer_release(kv_state);
 
-  // dK and dV are staged in the Q and dO buffers once both warpgroups'
-  // last wgmmas (which read them) have retired; the dQ writer warp may
-  // still be reading the dQ tile, which is left alone.
-  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdBarrierdS);
-  static_assert(sizeof(ss.Q) >= T::kBlockN * T::kHeadDim * sizeof(Element), "dK stages in the Q buffers");
-  bwd_store_dk_dv_staged<T>(a, tdKrdK, tdVrdV, fresh_tidx(), reinterpret_cast<Element*>(ss.Q.begin()),
-                            reinterpret_cast<Element*>(ss.dO.begin()), kBwdBarrierdS);
+  // (The dQ writer warp may still be reading the dQ tile, which the
+  // epilogue leaves alone.)
+  bwd_store_dk_dv_staged<T>(a, ss, tdKrdK, tdVrdV, fresh_tidx(), kBwdBarrierdS);
 }
 
 template <class T>

@@ -193,8 +193,9 @@ struct BwdTraits : BwdOperands<Element_, HeadDim_, BlockM_, 128, Stages_, BwdSme
 
   static constexpr int kdQPerThread = kBlockM * kHeadDim / kConsumerThreads;  // fp32 values of the dQ tile
   static_assert(kdQPerThread % 4 == 0, "dQ tile is moved as float4s");
-  static constexpr uint32_t kdQBytes = uint32_t(kBlockM * kHeadDim * sizeof(float));
   static constexpr int kdQWriterThreads = 32;  // warp 1 of the producer warpgroup
+  // A dQ half changes hands between one consumer warpgroup and the writer warp.
+  static constexpr int kdQHandoffThreads = kWarpGroupThreads + kdQWriterThreads;
 };
 
 }  // namespace cd42::attn

@@ -158,12 +158,7 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
     }
   }
   pipe_kv.consumer_release(kv_state);
-  // dK and dV staged in the Q and dO buffers once both warpgroups' last
-  // wgmmas (which read them) have retired.
-  cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBwdWideBarrierPdS);
-  static_assert(sizeof(ss.Q) >= T::kBlockN * T::kHeadDim * sizeof(Element), "dK stages in the Q buffers");
-  bwd_store_dk_dv_staged<T>(a, tdKrdK, tdVrdV, fresh_consumer_tidx(), reinterpret_cast<Element*>(ss.Q.begin()),
-                            reinterpret_cast<Element*>(ss.dO.begin()), kBwdWideBarrierPdS);
+  bwd_store_dk_dv_staged<T>(a, ss, tdKrdK, tdVrdV, fresh_consumer_tidx(), kBwdWideBarrierPdS);
 }
 
 }  // namespace cd42::attn
