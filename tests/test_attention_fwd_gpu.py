@@ -15,9 +15,12 @@ pytestmark = pytest.mark.gpu
 # Tiles off the heuristic's path, each taking a different branch of the
 # consumer loop: masked blocks serial + clean ones overlapped (D=256 N=80
 # causal: serial, since its overlapped loop would spill), N=176 overlapped,
-# a left window whose bottom blocks are masked again.
+# a left window whose bottom blocks are masked again; and the PV wait left to
+# ptxas (softmax_under_pv=False) on both loop structures.
 EXPLICIT_TILES = [dict(head_dim=256, block_n=80, mask="causal"), dict(head_dim=128, block_n=176, mask="none"),
-                  dict(head_dim=256, block_n=64, mask="local"), dict(head_dim=128, block_n=128, mask="local")]
+                  dict(head_dim=256, block_n=64, mask="local"), dict(head_dim=128, block_n=128, mask="local"),
+                  dict(head_dim=128, block_n=128, mask="causal", softmax_under_pv=False),
+                  dict(head_dim=256, block_n=64, mask="none", softmax_under_pv=False)]
 
 
 # Configs beyond the defaults that these tests reach (scripts/gpu_check.sh pre-builds them in parallel).
@@ -229,7 +232,8 @@ def test_fwd_torch_compile_and_cuda_graph():
     torch.testing.assert_close(y, block(x, wq), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("tile", EXPLICIT_TILES, ids=lambda t: f"hd{t['head_dim']}_n{t['block_n']}_{t['mask']}")
+@pytest.mark.parametrize("tile", EXPLICIT_TILES, ids=lambda t: f"hd{t['head_dim']}_n{t['block_n']}_{t['mask']}"
+                                                       + ("" if t.get("softmax_under_pv", True) else "_pvwait"))
 @pytest.mark.parametrize("seqlens", [(257, 4097), (1000, 1000), (4097, 300)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_fwd_explicit_tiles(tile, seqlens):
     sq, sk = seqlens

@@ -16,6 +16,16 @@ def test_attn_name_round_trips():
     for cfg in default_configs("attn-fwd") + [AttnFwdConfig(mask="local", softcap=True, varlen=True)]:
         assert AttnFwdConfig.from_name(cfg.name) == cfg
     assert AttnFwdConfig(mask="causal").name == "attn_fwd_bf16_hd128_m128_n128_st2_wg2_causal"
+    pvwait = AttnFwdConfig(mask="causal", softmax_under_pv=False)
+    assert pvwait.name == "attn_fwd_bf16_hd128_m128_n128_st2_wg2_causal_pvwait"
+    assert AttnFwdConfig.from_name(pvwait.name) == pvwait
+
+
+def test_attn_softmax_under_pv_reaches_the_kernel():
+    """The flag is a template argument of the generated source (so the two
+    variants are different cache entries), true by default."""
+    assert "true>;" in AttnFwdConfig().render().replace(" ", "").replace("\n", "")
+    assert "false,false,false>;" in AttnFwdConfig(softmax_under_pv=False).render().replace(" ", "").replace("\n", "")
 
 
 @pytest.mark.parametrize("bad,why", [

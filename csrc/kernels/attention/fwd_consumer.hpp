@@ -24,6 +24,7 @@
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "cute/wgmma.hpp"
+#include "kernels/attention/fwd_epilogue.hpp"
 #include "kernels/attention/fwd_producer.hpp"
 #include "kernels/attention/softmax.hpp"
 
@@ -32,22 +33,30 @@ namespace cd42::attn {
 constexpr int kBarrierConsumers = 0;  // named barrier over both consumer warpgroups
 constexpr int kBarrierTurn = 1;       // + warpgroup: "your turn to issue wgmma" (ping-pong)
 
+// Per row, the visible keys of block n as a column range [lo, hi) relative
+// to this thread's first column, so each element costs one compare against
+// its compile-time column offset (two with a left window). Causal is right
+// = 0 with no left bound (the host maps every other window to kLocal).
 template <class T, class TensorS>
 CUTE_DEVICE void apply_mask(TensorS& S, TileInfo<T> const& bi, cd42_attn_fwd_args const& a, int n, int row0,
                             int col0) {
-  int const off = bi.seqlen_k - bi.seqlen_q;
-  int const row_base = bi.m_start + row0 + off;  // query row shifted onto the key axis
   int const col_base = n * T::kBlockN + col0;
+  int const row_base = bi.m_start + row0 + (bi.seqlen_k - bi.seqlen_q);  // query row shifted onto the key axis
   CUTE_UNROLL
   for (int h = 0; h < 2; ++h) {
     int const r = row_base + 8 * h;
+    int hi = bi.seqlen_k;
+    if constexpr (T::kMask == MaskKind::kCausal) hi = min(hi, r + 1);
+    if constexpr (T::kMask == MaskKind::kLocal) hi = min(hi, r + a.window_right + 1);
+    hi -= col_base;
+    int const lo = T::kMask == MaskKind::kLocal ? r - a.window_left - col_base : 0;
     CUTE_UNROLL
     for (int b = 0; b < T::kBlockN / 8; ++b) {
       CUTE_UNROLL
       for (int c = 0; c < 2; ++c) {
-        int const col = col_base + 8 * b + c;
-        bool ok = col < bi.seqlen_k;
-        if constexpr (T::kHasWindow) ok &= col <= r + a.window_right && col >= r - a.window_left;
+        int const j = 8 * b + c;
+        bool ok = j < hi;
+        if constexpr (T::kMask == MaskKind::kLocal) ok &= j >= lo;
         if (!ok) S(frag_index(c, h, b)) = -INFINITY;
       }
     }
@@ -65,7 +74,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   int const lane = tidx % 32;
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
-  Tensor sO = make_tensor(make_smem_ptr(T::kSeparateO ? ss.O.begin() : ss.Q.begin()), typename T::SmemLayoutQ{});
+  // O's own buffer (a 64-element stub where it does not fit: then O is
+  // stored from registers and sO is never touched).
+  Tensor sO = make_tensor(make_smem_ptr(ss.O.begin()), typename T::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
   Tensor sVt = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutVt{});
   typename T::TiledMmaQK mma_qk;
@@ -122,8 +133,10 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     pipe_k.consumer_release(k_state);
     ++k_state;
   };
-  auto wait_pv = [&] {
-    warpgroup_wait<0>();
+  // `after`: a value the wait must not be scheduled ahead of (ptxas hoists
+  // a wgmma wait above independent arithmetic; see warpgroup_wait_after).
+  auto wait_pv = [&](float after) {
+    if constexpr (T::kSoftmaxUnderPV) warpgroup_wait_after<0>(after); else warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     pipe_v.consumer_release(v_state);
     ++v_state;
@@ -131,39 +144,42 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   // Overlapped pipeline over blocks n0 > n1 > ...: `first` computes P(n0)
   // with no PV in flight; each `step` issues QK(n) and PV(n+1) together and
   // runs the softmax of S(n) under the PV; `last` issues the final PV.
+  // O's rescale for a new running max (`correction`, from the newest
+  // softmax) waits until just before the next PV issue, where it runs under
+  // that step's QK wgmma instead of between a PV's retirement and the next
+  // issue (FlashAttention-3's RescaleOBeforeGemm).
+  float correction[2];
   auto overlap_first = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
                            auto masked) {
-    float correction[2];
     pipe_k.consumer_wait(k_state);
     take_turn();
     issue_qk(k_state.index());
     pass_turn();
     wait_qk(0);
     scores_to_probs(bi, softmax, n, masked, correction);
-    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);  // no-op on a fresh tile (O = 0)
     probs_to_regs();
   };
   auto overlap_step = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
                           auto masked) {
-    float correction[2];
     pipe_k.consumer_wait(k_state);
     pipe_v.consumer_wait(v_state);
     take_turn();
     issue_qk(k_state.index());
+    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);  // for the max of block n+1
     issue_pv(v_state.index());  // P of block n+1
     pass_turn();
     wait_qk(1);                 // S(n) ready; PV(n+1) still running
     scores_to_probs(bi, softmax, n, masked, correction);
-    wait_pv();
-    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+    wait_pv(softmax.row_sum[0] + softmax.row_sum[1]);  // not before the softmax is done
     probs_to_regs();
   };
   auto overlap_last = [&] {
     pipe_v.consumer_wait(v_state);
     take_turn();
+    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
     issue_pv(v_state.index());
     pass_turn();
-    wait_pv();
+    wait_pv(0.f);
   };
   // Serial block: S, softmax, rescale O, then P V with nothing overlapping
   // inside the warpgroup (the other warpgroup's GEMMs still fill the gaps).
@@ -198,14 +214,13 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     int const n_hi = bi.n_unmasked_max(a);
     int const n_lo = bi.n_unmasked_min(a, n_hi);
     bool q_released = false;
-    // With its own O buffer, Q's slot frees as soon as the last QK retired,
-    // so the next tile's Q loads under this tile's last PV and epilogue.
+    // O never goes through Q's buffer, so Q's slot frees as soon as the last
+    // QK retired: the next tile's Q loads under this tile's last PV and
+    // epilogue.
     auto release_q_early = [&] {
-      if constexpr (T::kSeparateO) {
-        pipe_q.consumer_release(q_state);
-        ++q_state;
-        q_released = true;
-      }
+      pipe_q.consumer_release(q_state);
+      ++q_state;
+      q_released = true;
     };
     if constexpr (T::kOverlapMaskedBlocks) {  // one overlapped pipeline over all blocks
       if (n >= bi.n_block_min) {
@@ -228,9 +243,9 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     } else {  // fully serial (the largest tiles): one loop, for the same register reason as above
       for (; n >= bi.n_block_min; --n) serial_block(bi, softmax, n, n >= n_hi || n < n_lo);
     }
-    // Otherwise Q's slot is released after its last reader: here when O has
-    // its own buffer, after O's store when O reuses Q's.
-    if (T::kSeparateO && !q_released) {
+    // Otherwise (masked blocks ran after the overlapped ones, or the tile
+    // ran serially) Q's slot is released after its last reader here.
+    if (!q_released) {
       pipe_q.consumer_release(q_state);
       ++q_state;
     }
@@ -249,18 +264,15 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
       }
     }
 
-    // O: non-varlen tiles and whole varlen tiles go through smem + one TMA
-    // store (TMA clips rows past the tensor); a varlen tile that ends inside
-    // its sequence is written directly, row-predicated, so it never touches
-    // the next sequence's rows.
-    bool const via_tma = !T::kVarlen || bi.m_start + T::kBlockM <= bi.seqlen_q;
+    // O: through smem + one TMA store where O has its own buffer and the
+    // tile is whole (TMA clips rows past the tensor, but a varlen tile that
+    // ends inside its sequence must not touch the next one's rows); else
+    // straight from registers (fwd_epilogue.hpp).
+    bool const via_tma = T::kSeparateO && (!T::kVarlen || bi.m_start + T::kBlockM <= bi.seqlen_q);
     if (via_tma) {
-      if constexpr (T::kSeparateO) {  // the previous tile's store must have read sO
-        if (tidx == 0) tma_store_wait<0>();
-        cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
-      }
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) tOsO(i) = static_cast<Element>(tOrO(i));
+      if (tidx == 0) tma_store_wait<0>();  // the previous tile's store must have read sO
+      cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
+      store_o_smem<T>(tOrO, tOsO);
       cutlass::arch::fence_view_async_shared();
       cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
       if (tidx == 0) {
@@ -272,28 +284,12 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
         auto o_part = tma_partition(p.tma_o, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sO), group_modes<0, 2>(gO));
         copy(p.tma_o, get<1>(o_part), get<0>(o_part));
         tma_store_arrive();
-        if constexpr (!T::kSeparateO) tma_store_wait<0>();  // Q's buffer is reused: wait for the read
       }
-      if constexpr (!T::kSeparateO) cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, kBarrierConsumers);
     } else {
-      Element* o = static_cast<Element*>(a.o);
-      CUTE_UNROLL
-      for (int h = 0; h < 2; ++h) {
-        int const row = bi.m_start + row0 + 8 * h;
-        if (row < bi.seqlen_q) {
-          Element* orow = o + int64_t(bi.q_offset + row) * a.o_row_stride + int64_t(head) * a.o_head_stride;
-          CUTE_UNROLL
-          for (int b = 0; b < T::kHeadDim / 8; ++b) {
-            Element pair[2] = {static_cast<Element>(tOrO(frag_index(0, h, b))),
-                               static_cast<Element>(tOrO(frag_index(1, h, b)))};
-            *reinterpret_cast<uint32_t*>(orow + col0 + 8 * b) = *reinterpret_cast<uint32_t*>(pair);
-          }
-        }
-      }
-    }
-    if constexpr (!T::kSeparateO) {
-      pipe_q.consumer_release(q_state);
-      ++q_state;
+      Element* o_rows = static_cast<Element*>(a.o) + (T::kVarlen ? int64_t(bi.q_offset) * a.o_row_stride
+                                                                   : int64_t(batch) * a.o_batch_stride) +
+                        int64_t(head) * a.o_head_stride;
+      store_o_global<T>(tOrO, o_rows, a.o_row_stride, bi.m_start, row0, col0, bi.seqlen_q);
     }
   }
   if (tidx == 0) tma_store_wait<0>();  // smem must outlive the last bulk store

@@ -49,7 +49,8 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
                     bstride(a.o_batch_stride, a.o_row_stride)),
       a,
       (a.seqlen_q + T::kBlockM - 1) / T::kBlockM,
-      AttnTileScheduler((a.seqlen_q + T::kBlockM - 1) / T::kBlockM, a.heads_q, a.batch, T::kHasWindow),
+      AttnTileScheduler((a.seqlen_q + T::kBlockM - 1) / T::kBlockM, a.heads_q, a.batch, T::kHasWindow,
+                        attn_section_heads(a.seqlen_k, T::kHeadDim, int(sizeof(E)), a.heads_q / a.heads_kv)),
       cutlass::FastDivmod(a.heads_q / a.heads_kv),
       0.f, 0.f, 0.f};
   constexpr float kLog2e = 1.4426950408889634f;

@@ -6,9 +6,9 @@
 //   S = Q K^T        SS wgmma 64 x kBlockN x D   (Q, K: D contiguous)
 //   P = softmax(S)   fp32 online softmax in registers, exp2 with folded scale
 //   O += P V         RS wgmma 64 x D x kBlockN   (P from registers, V^T MN-major)
-// Shared memory: Q, O (its own buffer when it fits, else Q's), K and V
-// stages. D=128, N=128, 2 stages: Q 32 + O 32 + K 2*32 + V 2*32 = 192 KB;
-// D=256, N=80: Q 64 + K 2*40 + V 2*40 = 224 KB, so O reuses Q there.
+// Shared memory: Q, O (when it fits), K and V stages. D=128, N=128, 2
+// stages: Q 32 + O 32 + K 2*32 + V 2*32 = 192 KB; D=256, N=64: Q 64 +
+// K 2*32 + V 2*32 = 192 KB, no room for O's 64 KB (stored from registers).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -36,7 +36,8 @@ auto rows_dim_tensor(Ptr ptr, int rows, int heads, int batch, int64_t row_s, int
                      make_stride(row_s, _1{}, head_s, batch_s));
 }
 
-template <class Element_, int HeadDim_, int BlockN_, int Stages_, MaskKind Mask_, bool Softcap_, bool Varlen_>
+template <class Element_, int HeadDim_, int BlockN_, int Stages_, MaskKind Mask_, bool Softcap_, bool Varlen_,
+          bool SoftmaxUnderPV_ = true>
 struct FwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = HeadDim_;
@@ -47,6 +48,10 @@ struct FwdTraits {
   static constexpr bool kHasWindow = Mask_ != MaskKind::kNone;
   static constexpr bool kSoftcap = Softcap_;
   static constexpr bool kVarlen = Varlen_;
+  // The overlapped step waits for its PV wgmma only after the softmax
+  // (warpgroup_wait_after); false lets ptxas hoist that wait (measured per
+  // config: benchmarks/NOTES.md, session 6).
+  static constexpr bool kSoftmaxUnderPV = SoftmaxUnderPV_;
   // Register split (setmaxnreg) between the producer warpgroup and the two
   // consumers. The kernel is compiled at 168 registers/thread (384 threads,
   // 1 CTA/SM), and a consumer's setmaxnreg.inc only completes once the
@@ -64,12 +69,19 @@ struct FwdTraits {
   //  - 240 registers (plain): up to 196 (D=128 N=176, D=256 N=80 fit);
   //  - 232 registers: up to 188 less 6 per feature among window, softcap
   //    and varlen (D=256 N=64 fits with one or two, spills with all three);
-  //  - with the element mask inside the overlapped loop, only up to 168 fit,
-  //    so above that the masked blocks run serially (consumer_loop peels them).
+  //  - with the element mask inside the overlapped loop, up to 176 fit
+  //    (D=256 N=64 in all its variants, since the mask compares each column
+  //    against a per-row range; it spilled 48 bytes with the earlier
+  //    per-element bounds), so above that the masked blocks run serially
+  //    (consumer_loop peels them). Between 168 and 176 only windowed configs
+  //    take the one-loop path: it made D=256 causal 2-3% faster, and plain
+  //    D=256, whose only masked block is a ragged key end, 1-2% slower
+  //    (H200, session 6).
   static constexpr int kFeatures = int(Mask_ != MaskKind::kNone) + int(Softcap_) + int(Varlen_);
   static constexpr int kOverlapFragRegs = BlockN_ * 3 / 4 + HeadDim_ / 2;
   static constexpr bool kIntraWGOverlap = kOverlapFragRegs + 6 * kFeatures <= (kPlain ? 196 : 188);
-  static constexpr bool kOverlapMaskedBlocks = kIntraWGOverlap && kOverlapFragRegs <= 168;
+  static constexpr bool kOverlapMaskedBlocks =
+      kIntraWGOverlap && (kOverlapFragRegs <= 168 || (kHasWindow && kOverlapFragRegs <= 176));
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
@@ -113,8 +125,8 @@ struct FwdTraits {
   static constexpr int kQElems = cute::cosize_v<SmemLayoutQ>;
   static constexpr int kKVBytesAllStages =
       2 * int(cute::cosize_v<SmemLayoutK> * sizeof(Element));
-  // O gets its own buffer when it fits: then the next tile's Q loads while
-  // this tile's O is stored. Otherwise (D >= 192) O reuses Q's buffer.
+  // O gets its own buffer when it fits, for a staged TMA store. Otherwise
+  // (D=256) O is stored from registers (fwd_epilogue.hpp).
   static constexpr bool kSeparateO = 2 * kQElems * int(sizeof(Element)) + kKVBytesAllStages + 2048 <= 227 * 1024;
 
   struct SharedStorage {

@@ -16,7 +16,7 @@ MAX_FRAGMENT_REGS = 200
 
 _NAME_RE = re.compile(
     r"^attn_fwd_(?P<dtype>bf16|fp16)_hd(?P<head_dim>\d+)_m128_n(?P<block_n>\d+)_st(?P<stages>\d+)_wg2"
-    r"(?:_(?P<mask>causal|local))?(?P<softcap>_softcap)?(?P<varlen>_varlen)?$"
+    r"(?:_(?P<mask>causal|local))?(?P<softcap>_softcap)?(?P<varlen>_varlen)?(?P<pvwait>_pvwait)?$"
 )
 _MASK_ENUM = {"none": "kNone", "causal": "kCausal", "local": "kLocal"}
 
@@ -30,6 +30,10 @@ class AttnFwdConfig:
     mask: str = "none"  # "causal" and "local" run the same windowed code path
     softcap: bool = False
     varlen: bool = False
+    # Softmax of block n under the PV wgmma of block n+1 (FlashAttention-3's
+    # intra-warpgroup overlap). False leaves ptxas free to place the PV wait,
+    # which it puts ahead of the softmax (name suffix "_pvwait").
+    softmax_under_pv: bool = True
 
     family = "attn-fwd"
 
@@ -42,6 +46,8 @@ class AttnFwdConfig:
             n += "_softcap"
         if self.varlen:
             n += "_varlen"
+        if not self.softmax_under_pv:
+            n += "_pvwait"
         return n
 
     @classmethod
@@ -53,7 +59,7 @@ class AttnFwdConfig:
         d = m.groupdict()
         return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), block_n=int(d["block_n"]),
                    stages=int(d["stages"]), mask=d["mask"] or "none", softcap=bool(d["softcap"]),
-                   varlen=bool(d["varlen"])).validate()
+                   varlen=bool(d["varlen"]), softmax_under_pv=not d["pvwait"]).validate()
 
     def key(self) -> str:
         return repr(self)
@@ -102,7 +108,7 @@ class AttnFwdConfig:
 
 using Traits = cd42::attn::FwdTraits<{DTYPES[self.dtype]}, {self.head_dim}, {self.block_n}, {self.stages},
                                      cd42::attn::MaskKind::{_MASK_ENUM[self.mask]}, {str(self.softcap).lower()},
-                                     {str(self.varlen).lower()}>;
+                                     {str(self.varlen).lower()}, {str(self.softmax_under_pv).lower()}>;
 static_assert(Traits::kSmemBytes <= {self.smem_bytes()}, "python smem model is out of date");
 
 CD42_DEFINE_COMMON_EXPORTS("{self.name}")

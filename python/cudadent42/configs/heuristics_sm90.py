@@ -34,9 +34,23 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
                          block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap, varlen=varlen)
 
 
+def _softmax_under_pv(head_dim: int, mask: str) -> bool:
+    """Whether the overlapped step waits for its PV wgmma only after the
+    softmax. H200, session 6, 3 reps at S = 4k/8k: on at D=256 (+4-6%: its
+    O rescale is as long as the exponentials) and D=128 without a mask (+0-3%);
+    off at D=64 (+5-10% off: the PV GEMM is short, and the P conversion
+    interleaves with the exponentials only when ptxas may place the wait) and
+    D=128 causal (+1-3% off). D=96 follows D=128, D=192 follows D=256."""
+    if head_dim <= 64:
+        return False
+    if head_dim <= 128:
+        return mask == "none"
+    return True
+
+
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):
     from .attention import AttnFwdConfig
 
     block_n, stages = _ATTN_FWD_TILES[head_dim]
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
-                         softcap=softcap, varlen=varlen)
+                         softcap=softcap, varlen=varlen, softmax_under_pv=_softmax_under_pv(head_dim, mask))
