@@ -90,6 +90,15 @@ def test_fwd_gqa_mqa(heads):
     check_fwd(rand(3, 300, hq, 128), rand(3, 555, hk, 128), rand(3, 555, hk, 128), causal=True)
 
 
+def test_fwd_causal_tile_sections():
+    """Causal tiles go longest-first in sections of (batch, head) pairs whose
+    K/V fit in a 32 MB L2 budget (tile_scheduler.hpp). At seqlen_k = 4097 and
+    D = 256 a K/V head is 4.2 MB: 7 per section, 21 query heads with this GQA
+    group, so the 27 pairs make a full section and a partial one; every tile
+    of both must be written exactly once (the output is NaN-poisoned)."""
+    check_fwd(rand(3, 1000, 9, 256), rand(3, 4097, 3, 256), rand(3, 4097, 3, 256), causal=True)
+
+
 @pytest.mark.parametrize("window", [(64, 32), (0, 0), (128, -1), (-1, 64), (5, 300)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_fwd_sliding_window(window, causal):
