@@ -2,7 +2,7 @@
 build so each imports its own copy of the package (and csrc/, which the JIT
 cache key hashes); the forward counterpart of ab_bwd.py.
 
-  PYTHONPATH=<build>/python python benchmarks/ab_fwd.py TAG D:S:causal[:pvwait] [...]
+  PYTHONPATH=<build>/python python benchmarks/ab_fwd.py TAG D:S:causal[:pvwait|:CONFIG_NAME] [...]
 
 Each point is the standard grid's shape (B*S = 16384 tokens, H*D = 2048,
 bf16), timed like `cudadent42 bench --only fwd` (CUDA-graph replay with an
@@ -33,7 +33,11 @@ def main(argv):
         d, s, causal, *variant = point.split(":")
         d, s, causal = int(d), int(s), causal in ("1", "causal", "yes", "true")
         cfg = None
-        if variant == ["pvwait"]:
+        if variant and variant[0].startswith("attn_fwd_"):  # an explicit config by name
+            from cudadent42.configs.attention import AttnFwdConfig
+
+            cfg = AttnFwdConfig.from_name(variant[0])
+        elif variant == ["pvwait"]:
             from cudadent42.configs.heuristics_sm90 import attn_fwd_config
 
             cfg = dataclasses.replace(attn_fwd_config("bf16", d, "causal" if causal else "none", False, False),
