@@ -4,10 +4,10 @@
 #pragma once
 
 #include <cute/tensor.hpp>
-#include <cutlass/numeric_conversion.h>
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/bwd_args.h"
+#include "kernels/attention/pack.hpp"
 #include "kernels/attention/softmax.hpp"  // fast_exp2, fast_tanh
 
 namespace cd42::attn {
@@ -186,25 +186,6 @@ CUTE_DEVICE constexpr void assert_c_fragment_quads(Frag const&) {
   static_assert(decltype(cute::size(Frag{}))::value % 4 == 0, "64 x N accumulator fragment: values in quads");
 }
 
-// float fragment -> 16-bit fragment of the same register order, two values
-// per cvt.rn.{bf16,f16}x2 (F2FP). Per-element static_casts came out as one
-// F2F each (a quarter-rate pipe the exp2s need too) where the floats were
-// computed under a mask predicate.
-template <class FragF, class FragH>
-CUTE_DEVICE void convert_pairs(FragF const& src, FragH& dst) {
-  using namespace cute;
-  using Element = typename FragH::value_type;
-  cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest> conv;
-  Tensor dst2 = recast<cutlass::Array<Element, 2>>(dst);
-  CUTE_UNROLL
-  for (int i = 0; i < size(dst2); ++i) {
-    cutlass::Array<float, 2> in;
-    in[0] = src(2 * i);
-    in[1] = src(2 * i + 1);
-    dst2(i) = conv(in);
-  }
-}
-
 // P^T from S^T, both variants' first elementwise step: masked elements
 // exactly 0 (rows past seqlen_q have lse_log2 = +inf, so their P is 0
 // without a test); with softcap also 1 - tanh^2 into tCap. tC holds each
@@ -299,11 +280,9 @@ CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, typename T:
     CUTE_UNROLL
     for (int i = 0; i < size(tdKrdK); i += 2) {  // values i, i+1 sit at (row, col), (row, col + 1)
       int const at = slot(get<0>(tC(i)), get<1>(tC(i)));
-      Element const k2[2] = {static_cast<Element>(tdKrdK(i) * a.softmax_scale),
-                             static_cast<Element>(tdKrdK(i + 1) * a.softmax_scale)};
-      Element const v2[2] = {static_cast<Element>(tdVrdV(i)), static_cast<Element>(tdVrdV(i + 1))};
-      *reinterpret_cast<uint32_t*>(sdK + at) = *reinterpret_cast<uint32_t const*>(k2);
-      *reinterpret_cast<uint32_t*>(sdV + at) = *reinterpret_cast<uint32_t const*>(v2);
+      *reinterpret_cast<uint32_t*>(sdK + at) =
+          pack_pair<Element>(tdKrdK(i) * a.softmax_scale, tdKrdK(i + 1) * a.softmax_scale);
+      *reinterpret_cast<uint32_t*>(sdV + at) = pack_pair<Element>(tdVrdV(i), tdVrdV(i + 1));
     }
   }
   cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, barrier_id);
@@ -321,7 +300,7 @@ CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, typename T:
     int const j = pass * T::kConsumerThreads + tidx;
     int const row = j / kChunks, c = j % kChunks;
     if (row < rows) {
-      int const at = row * T::kHeadDim + ((c ^ (row & kSwizzle)) << 3);
+      int const at = slot(row, c * 8);
       int64_t const key = tile.n_block * T::kBlockN + row;
       *reinterpret_cast<uint4*>(dk + key * a.dk_row_stride + c * 8) = *reinterpret_cast<uint4 const*>(sdK + at);
       *reinterpret_cast<uint4*>(dv + key * a.dv_row_stride + c * 8) = *reinterpret_cast<uint4 const*>(sdV + at);

@@ -133,10 +133,8 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     pipe_k.consumer_release(k_state);
     ++k_state;
   };
-  // `after`: a value the wait must not be scheduled ahead of (ptxas hoists
-  // a wgmma wait above independent arithmetic; see warpgroup_wait_after).
-  auto wait_pv = [&](float after) {
-    if constexpr (T::kSoftmaxUnderPV) warpgroup_wait_after<0>(after); else warpgroup_wait<0>();
+  // Callers wait for the PV wgmma first; this hands its V stage back.
+  auto release_v = [&] {
     warpgroup_fence_operand(tOrO);
     pipe_v.consumer_release(v_state);
     ++v_state;
@@ -170,7 +168,14 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     pass_turn();
     wait_qk(1);                 // S(n) ready; PV(n+1) still running
     scores_to_probs(bi, softmax, n, masked, correction);
-    wait_pv(softmax.row_sum[0] + softmax.row_sum[1]);  // not before the softmax is done
+    // Not before the softmax is done: ptxas hoists a plain wgmma wait above
+    // independent arithmetic (see warpgroup_wait_after).
+    if constexpr (T::kSoftmaxUnderPV) {
+      warpgroup_wait_after<0>(softmax.row_sum[0] + softmax.row_sum[1]);
+    } else {
+      warpgroup_wait<0>();
+    }
+    release_v();
     probs_to_regs();
   };
   auto overlap_last = [&] {
@@ -179,7 +184,8 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
     issue_pv(v_state.index());
     pass_turn();
-    wait_pv(0.f);
+    warpgroup_wait<0>();
+    release_v();
   };
   // Serial block: S, softmax, rescale O, then P V with nothing overlapping
   // inside the warpgroup (the other warpgroup's GEMMs still fill the gaps).

@@ -16,21 +16,11 @@
 #pragma once
 
 #include <cute/tensor.hpp>
-#include <cutlass/numeric_conversion.h>
 
+#include "kernels/attention/pack.hpp"
 #include "kernels/attention/softmax.hpp"  // frag_index
 
 namespace cd42::attn {
-
-template <class Element>
-CUTE_DEVICE uint32_t pack_pair(float lo, float hi) {
-  cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest> conv;
-  cutlass::Array<float, 2> in;
-  in[0] = lo;
-  in[1] = hi;
-  cutlass::Array<Element, 2> out = conv(in);
-  return reinterpret_cast<uint32_t const&>(out);
-}
 
 // tOsO: this thread's slice of the (swizzled) smem O tile, same value order
 // as tOrO (frag_index).
