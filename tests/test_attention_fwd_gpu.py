@@ -28,7 +28,7 @@ PREBUILD = list(dict.fromkeys(
     [attn_fwd_config(dt, d, m, False, False)  # what the heuristic picks for the tests' default calls
      for dt in ("bf16", "fp16") for d in (64, 96, 128, 192, 256) for m in ("none", "causal")]
     + [attn_fwd_config("bf16", d, "causal" if d == 128 else "none", True, False) for d in (64, 128, 256)]
-    + [attn_fwd_config("bf16", 128, "local", False, False)]
+    + [attn_fwd_config("bf16", 128, "local", False, False), attn_fwd_config("fp16", 128, "none", True, False)]
     + [attn_fwd_config("bf16", d, m, sc, True) for d in (64, 128) for m in ("none", "causal") for sc in (False, True)]
     + [cudadent42.AttnFwdConfig(head_dim=128, block_n=64, stages=3, mask="causal")]
     + [cudadent42.AttnFwdConfig(stages=2, **t) for t in EXPLICIT_TILES]
@@ -97,6 +97,27 @@ def test_fwd_causal_tile_sections():
     group, so the 27 pairs make a full section and a partial one; every tile
     of both must be written exactly once (the output is NaN-poisoned)."""
     check_fwd(rand(3, 1000, 9, 256), rand(3, 4097, 3, 256), rand(3, 4097, 3, 256), causal=True)
+
+
+@pytest.mark.parametrize("head_dim,softcap,dtype", [(64, 0.0, torch.bfloat16), (128, 0.0, torch.bfloat16),
+                                                     (128, 20.0, torch.float16), (256, 0.0, torch.bfloat16)])
+def test_fwd_split_tail(head_dim, softcap, dtype):
+    """Without a mask the last partial wave of tiles is split by key range
+    over all SMs and the pieces are combined by whichever finishes last
+    (split_tail.hpp). 240 tiles of 13 (or 26) key blocks, the last one
+    ragged: on 132 SMs the 108-tile tail makes ~10.6-block items, so pieces
+    start and end inside tiles and cross tile boundaries. The result must
+    match the reference and be the same bits on every run (the combine goes
+    in piece order, not arrival order)."""
+    from cudadent42.ops import attention as attn_ops
+
+    q, k, v = (rand(3, 1000, 10, head_dim, dtype=dtype), rand(3, 1650, 10, head_dim, dtype=dtype),
+               rand(3, 1650, 10, head_dim, dtype=dtype))
+    first, _ = check_fwd(q * 2, k, v, softcap=softcap)
+    counters, workspace = attn_ops.last_split_sizes
+    assert counters > 1 and workspace > 0, f"the tail was not split here (sizes {attn_ops.last_split_sizes})"
+    for _ in range(3):
+        assert torch.equal(first, flash_attn_func(q * 2, k, v, softcap=softcap)), "split tail result moves"
 
 
 @pytest.mark.parametrize("window", [(64, 32), (0, 0), (128, -1), (-1, 64), (5, 300)])

@@ -73,6 +73,27 @@ def test_attention_args_struct_matches_the_c_abi(attn_kernel):
 
 
 @pytest.mark.compile
+@pytest.mark.parametrize("batch,seqlen,heads,expected", [
+    # 4096 tiles of 32 key blocks on 132 SMs: 4 left for the last wave, cut
+    # into 32 items of 4 blocks (8 pieces per tile): 1 + 4 counters and
+    # 4 tiles x 8 slots x (32 + 4 floats) x 256 threads of workspace.
+    (4, 4096, 32, (5, 4 * 8 * 36 * 256)),
+    (1, 128, 132, (1, 0)),    # tiles fill the waves exactly: nothing to split
+    (4, 512, 32, (1, 0)),     # 4 key blocks per tile: pieces would be as long as tiles
+    (1, 2048, 8, (1, 0)),     # 128 tiles of 16 blocks on 132 SMs: items save too little
+])
+def test_attention_split_tail_sizes(attn_kernel, batch, seqlen, heads, expected):
+    """The split tail's plan (split_tail.hpp) as the Python side sees it: how
+    many tile counters to zero and how much workspace the launch needs."""
+    sizes_fn = attn_kernel.fn("cd42_attn_fwd_split_sizes", None, [ctypes.POINTER(_FwdArgs), ctypes.POINTER(ctypes.c_int64)])
+    a = _FwdArgs()
+    a.batch, a.heads_q, a.heads_kv, a.seqlen_q, a.seqlen_k, a.num_sms = batch, heads, heads, seqlen, seqlen, 132
+    sizes = (ctypes.c_int64 * 2)()
+    sizes_fn(ctypes.byref(a), sizes)
+    assert (sizes[0], sizes[1]) == expected
+
+
+@pytest.mark.compile
 def test_attention_host_checks_reject_bad_arguments_without_launching(attn_kernel):
     launch = attn_kernel.fn("cd42_attn_fwd_launch", ctypes.c_int, [ctypes.POINTER(_FwdArgs), ctypes.c_void_p])
     a = _FwdArgs()  # zero sizes: rejected before any CUDA call

@@ -17,7 +17,9 @@ struct cd42_attn_fwd_args {
   const void* v;
   void* o;
   float* lse;
-  int32_t* tile_counter;        // zeroed before each launch: dynamic persistent scheduler
+  int32_t* tile_counter;        // zeroed before each launch: [0] the dynamic persistent scheduler,
+                                //   [1 + i] pieces of split tail tile i done (split_tail.hpp)
+  float* split_ws;              // split tail partials; null: no split (sizes: cd42_attn_fwd_split_sizes)
   const int32_t* cu_seqlens_q;  // null unless varlen
   const int32_t* cu_seqlens_k;
   int64_t q_batch_stride, q_row_stride, q_head_stride;

@@ -26,6 +26,7 @@
 #include "cute/wgmma.hpp"
 #include "kernels/attention/fwd_epilogue.hpp"
 #include "kernels/attention/fwd_producer.hpp"
+#include "kernels/attention/fwd_split_combine.hpp"
 #include "kernels/attention/softmax.hpp"
 
 namespace cd42::attn {
@@ -202,13 +203,17 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
 
   for (;;) {
     pipe_sched.consumer_wait(s_state);
-    int const tile = ss.tile_ids[s_state.index()];
+    WorkPiece const w = ss.work[s_state.index()];
     pipe_sched.consumer_release(s_state);
     ++s_state;
-    if (tile >= sched.num_tiles) break;
+    if (w.tile >= sched.num_tiles) break;
     int m_block, head, batch;
-    sched.coords(tile, m_block, head, batch);
+    sched.coords(w.tile, m_block, head, batch);
     TileInfo<T> bi(a, batch, m_block);
+    if (w.n_end) {  // a piece of a split tail tile
+      bi.n_block_min = w.n_begin;
+      bi.n_block_max = w.n_end;
+    }
 
     OnlineSoftmax<T::kBlockN, T::kHeadDim> softmax;
     clear(tOrO);
@@ -254,6 +259,12 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     if (!q_released) {
       pipe_q.consumer_release(q_state);
       ++q_state;
+    }
+
+    // A split piece hands its partial O over; the last one to arrive
+    // combines them and goes on as if it had run the whole tile.
+    if constexpr (T::kSplitTail) {
+      if (w.n_end && !combine_split_pieces<T>(p, ss, w, tidx, kBarrierConsumers, tOrO, softmax)) continue;
     }
 
     float lse[2];

@@ -14,6 +14,16 @@ namespace cd42::attn {
 inline bool aligned16(void const* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 inline bool stride_ok(int64_t s, int elem_bytes) { return s >= 0 && (s * elem_bytes) % 16 == 0 && s * elem_bytes < (int64_t(1) << 40); }
 
+// The split-tail plan of a call (split_tail.hpp): a pure function of the
+// sizes, so the launch and the workspace query always agree.
+template <class T>
+SplitTail split_plan(cd42_attn_fwd_args const& a, bool allowed = true) {
+  long long const tiles = (long long)((a.seqlen_q + T::kBlockM - 1) / T::kBlockM) * a.heads_q * a.batch;
+  int const blocks = (a.seqlen_k + T::kBlockN - 1) / T::kBlockN;
+  bool const ok = allowed && T::kSplitTail && tiles <= INT32_MAX && a.seqlen_q > 0 && a.seqlen_k > 0;
+  return SplitTail::plan(ok ? int(tiles) : 0, blocks, a.num_sms, ok);
+}
+
 template <class T>
 int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
   using E = typename T::Element;
@@ -51,8 +61,12 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
       (a.seqlen_q + T::kBlockM - 1) / T::kBlockM,
       AttnTileScheduler((a.seqlen_q + T::kBlockM - 1) / T::kBlockM, a.heads_q, a.batch, T::kHasWindow,
                         attn_section_heads(a.seqlen_k, T::kHeadDim, int(sizeof(E)), a.heads_q / a.heads_kv)),
+      SplitTail{},
       cutlass::FastDivmod(a.heads_q / a.heads_kv),
       0.f, 0.f, 0.f};
+  // Without its workspace (a caller that did not ask cd42_attn_fwd_split_sizes) the tail runs unsplit.
+  p.split = split_plan<T>(a);
+  if (a.split_ws == nullptr) p.split = split_plan<T>(a, false);
   constexpr float kLog2e = 1.4426950408889634f;
   if (T::kSoftcap) {
     p.softcap_in = a.softmax_scale / a.softcap;  // tanh argument per raw score
@@ -69,7 +83,8 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
   if (smem_status != kOk) return smem_status;
   int64_t const tiles = int64_t(p.num_m_blocks) * a.heads_q * a.batch;
   if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_fwd: too many tiles");
-  dim3 grid(unsigned(tiles < a.num_sms ? tiles : a.num_sms));
+  int64_t const items = p.split.items ? p.split.end() : tiles;
+  dim3 grid(unsigned(items < a.num_sms ? items : a.num_sms));
   attn_fwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_fwd launch");
 }
@@ -81,4 +96,10 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
     return cd42::attn::launch_fwd<Traits>(*args, static_cast<cudaStream_t>(stream)); \
   }                                                                                  \
   CD42_EXPORT int cd42_attn_fwd_smem_bytes() { return Traits::kSmemBytes; }          \
+  /* sizes[0]: int32 tile counters to zero, sizes[1]: float32 split workspace */       \
+  CD42_EXPORT void cd42_attn_fwd_split_sizes(cd42_attn_fwd_args const* args, int64_t* sizes) { \
+    cd42::attn::SplitTail const s = cd42::attn::split_plan<Traits>(*args);              \
+    sizes[0] = 1 + s.tail_tiles();                                                      \
+    sizes[1] = s.workspace_floats(Traits::kHeadDim, Traits::kConsumerThreads);          \
+  }                                                                                     \
   CD42_EXPORT int cd42_attn_fwd_args_size() { return int(sizeof(cd42_attn_fwd_args)); }

@@ -1,8 +1,9 @@
 // Producer role of the attention forward: one thread of warpgroup 0.
 //
-// It owns the tile schedule: tiles 0..grid-1 go to CTAs by blockIdx, later
-// ones are claimed with an atomic counter (so CTAs that drew short causal
-// tiles take more of them), and each claimed tile id is published to the
+// It owns the tile schedule: work items 0..grid-1 go to CTAs by blockIdx,
+// later ones are claimed with an atomic counter (so CTAs that drew short
+// causal tiles take more of them), and each item's tile (or, for a split
+// tail item, each of its pieces: split_tail.hpp) is published to the
 // consumers through a 2-slot mbarrier pipeline. Per tile it loads the first
 // K block, then Q (whose slot may still be held by the previous tile), then
 // the K/V blocks from the last one down.
@@ -53,26 +54,59 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   auto k_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   auto v_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   AttnTileScheduler const& sched = make_scheduler<T>(p);
-  auto claim_next = [&] { return int(gridDim.x) + atomicAdd(a.tile_counter, 1); };
-
-  int tile = blockIdx.x;
+  // gridDim.x read afresh each time: ptxas otherwise keeps it in one of the
+  // 24 registers for the whole loop (and spilled it once the split tail
+  // added its schedule state).
+  auto claim_next = [&] {
+    int grid;
+    asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(grid));
+    return grid + atomicAdd(a.tile_counter, 1);
+  };
+  // Work items: whole tiles [0, split.full), then split-tail items of one or
+  // two pieces (split_tail.hpp: an item is shorter than a tile, so it
+  // reaches into at most one more). `item` = -1 - j stands for the second
+  // piece of tail item j: the whole schedule state is this one register
+  // (the thread has 24). Without a split, end == tiles.
+  int const end = T::kSplitTail ? p.split.end() : sched.num_tiles;
+  int item = blockIdx.x;
   CUTE_NO_UNROLL
   for (;;) {
     int m_block = 0, head = 0, batch = 0;
-    // Varlen tiles past a short sequence's end do not exist: skip them here
-    // so consumers only ever see real tiles (or the end marker).
-    CUTE_NO_UNROLL
-    for (; tile < sched.num_tiles; tile = claim_next()) {
-      sched.coords(tile, m_block, head, batch);
-      if (TileInfo<T>(a, batch, m_block).tile_exists()) break;
+    WorkPiece w{0, 0, 0, 0};
+    int next_piece = 0;  // -1 - j when tail item j has a second piece
+    if (T::kSplitTail && item < 0) {
+      int const units_end = p.split.unit_begin(-item);  // item j's end: unit_begin(j + 1)
+      p.split.piece_at(p.split.blocks_div.divide(units_end - 1) * p.split.blocks_div.divisor, units_end, w);
+    } else {
+      if constexpr (T::kVarlen) {
+        // Varlen tiles past a short sequence's end do not exist: skip them
+        // here so consumers only ever see real tiles (or the end marker).
+        CUTE_NO_UNROLL
+        for (; item < end; item = claim_next()) {
+          sched.coords(item, m_block, head, batch);
+          if (TileInfo<T>(a, batch, m_block).tile_exists()) break;
+        }
+      }
+      if (T::kSplitTail && item >= p.split.full && item < end) {
+        int const j = item - p.split.full;
+        int const units_end = p.split.unit_begin(j + 1);
+        if (p.split.piece_at(p.split.unit_begin(j), units_end, w) < units_end) next_piece = -1 - j;
+      } else {
+        w.tile = item < end ? item : sched.num_tiles;  // num_tiles: the end marker
+      }
     }
     pipe_sched.producer_acquire(s_state);
-    ss.tile_ids[s_state.index()] = tile;
+    ss.work[s_state.index()] = w;
     pipe_sched.producer_commit(s_state);
     ++s_state;
-    if (tile >= sched.num_tiles) break;
+    if (w.tile >= sched.num_tiles) break;
+    sched.coords(w.tile, m_block, head, batch);
 
     TileInfo<T> bi(a, batch, m_block);
+    if (w.n_end) {
+      bi.n_block_min = w.n_begin;
+      bi.n_block_max = w.n_end;
+    }
     int const b = T::kVarlen ? 0 : batch;
     int const head_kv = p.group_div.divide(head);
     Tensor gQ = local_tile(seq_view(mQ, head, b, bi.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
@@ -99,7 +133,9 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
       copy(p.tma_v.with(*pipe_v.producer_get_barrier(v_state)), tVgV(_, n), tVsV(_, v_state.index()));
       ++v_state;
     };
-    int const next = claim_next();  // in flight while the loads below are issued
+    // The next item, claimed once this one's last piece is out (the atomic
+    // is in flight while the loads below are issued).
+    int const next = next_piece < 0 ? next_piece : claim_next();
     int n = bi.n_block_max - 1;
     if (n >= bi.n_block_min) load_k(n);
     pipe_q.producer_acquire(q_state);
@@ -123,7 +159,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
         load_v(n);
       }
     }
-    tile = next;
+    item = next;
   }
   pipe_q.producer_tail(q_state);
   pipe_k.producer_tail(k_state);

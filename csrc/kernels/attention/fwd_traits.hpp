@@ -19,6 +19,7 @@
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/fwd_args.h"
+#include "kernels/attention/split_tail.hpp"
 #include "kernels/attention/tile_scheduler.hpp"
 
 namespace cd42::attn {
@@ -82,6 +83,9 @@ struct FwdTraits {
   static constexpr bool kIntraWGOverlap = kOverlapFragRegs + 6 * kFeatures <= (kPlain ? 196 : 188);
   static constexpr bool kOverlapMaskedBlocks =
       kIntraWGOverlap && (kOverlapFragRegs <= 168 || (kHasWindow && kOverlapFragRegs <= 176));
+  // Equal tiles (no window, not varlen): the last partial wave is split by
+  // key range over all SMs (split_tail.hpp).
+  static constexpr bool kSplitTail = !kHasWindow && !Varlen_;
   static constexpr int kConsumerWGs = 2;
   static constexpr int kConsumerThreads = kConsumerWGs * kWarpGroupThreads;
   static constexpr int kThreads = kConsumerThreads + kWarpGroupThreads;
@@ -138,7 +142,8 @@ struct FwdTraits {
     typename PipelineKV::SharedStorage pipe_k;
     typename PipelineKV::SharedStorage pipe_v;
     typename PipelineSched::SharedStorage pipe_sched;
-    int tile_ids[2];
+    WorkPiece work[2];  // one per PipelineSched slot
+    int split_last;     // this CTA's split piece arrived last at its tile (combine, then store)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "config exceeds Hopper's 227 KB of shared memory per block");
@@ -187,6 +192,7 @@ struct FwdTraits {
     cd42_attn_fwd_args args;
     int num_m_blocks;       // per (batch, head), from (max) seqlen_q
     AttnTileScheduler sched;
+    SplitTail split;        // items == 0: no split (windowed or varlen configs, or no gain)
     cutlass::FastDivmod group_div;  // query heads per KV head
     float score_scale_log2; // multiplies raw (or softcapped) scores before exp2
     float score_scale;      // natural-log counterpart, for the LSE

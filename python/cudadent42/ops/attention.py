@@ -26,7 +26,8 @@ _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 class _FwdArgs(ctypes.Structure):
     """Mirror of cd42_attn_fwd_args (csrc/kernels/attention/fwd_args.h)."""
     _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "lse", "tile_counter", "cu_seqlens_q", "cu_seqlens_k")]
+        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "lse", "tile_counter", "split_ws", "cu_seqlens_q",
+                                          "cu_seqlens_k")]
         + [(f"{t}_{s}_stride", ctypes.c_int64) for t in "qkvo" for s in ("batch", "row", "head")]
         + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "seqlen_q", "seqlen_k", "total_q",
                                          "total_k", "window_left", "window_right")]
@@ -35,6 +36,9 @@ class _FwdArgs(ctypes.Structure):
 
 
 _launchers: dict[AttnFwdConfig, tuple] = {}
+# (tile counters, split-tail workspace floats) of the last forward launch in
+# this process: which work layout ran (split_tail.hpp), for tests and tuning.
+last_split_sizes: tuple[int, int] = (0, 0)
 
 
 def _launcher(cfg: AttnFwdConfig):
@@ -47,7 +51,8 @@ def _launcher(cfg: AttnFwdConfig):
         if size != ctypes.sizeof(_FwdArgs):
             raise RuntimeError(f"{cfg.name}: argument block is {size} bytes in C but {ctypes.sizeof(_FwdArgs)} "
                                "in Python (fwd_args.h and ops/attention.py disagree)")
-        hit = (kernel, kernel.fn("cd42_attn_fwd_launch", ctypes.c_int, [ctypes.POINTER(_FwdArgs), ctypes.c_void_p]))
+        hit = (kernel, kernel.fn("cd42_attn_fwd_launch", ctypes.c_int, [ctypes.POINTER(_FwdArgs), ctypes.c_void_p]),
+               kernel.fn("cd42_attn_fwd_split_sizes", None, [ctypes.POINTER(_FwdArgs), ctypes.POINTER(ctypes.c_int64)]))
         _launchers[cfg] = hit
     return hit
 
@@ -132,12 +137,9 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
     if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) != (dtype, q.shape[-1], mask, softcap > 0, varlen):
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
                          f"{q.shape[-1]}, mask={mask}, softcap={softcap > 0}, varlen={varlen})")
-    kernel, launch = _launcher(cfg)
-    # The persistent grid claims tiles past the first wave from this counter.
-    counter = torch.zeros(1, dtype=torch.int32, device=q.device)
+    kernel, launch, split_sizes = _launcher(cfg)
     a = _FwdArgs()
     a.q, a.k, a.v, a.o, a.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
-    a.tile_counter = counter.data_ptr()
     if varlen:
         a.cu_seqlens_q, a.cu_seqlens_k = cu_q.data_ptr(), cu_k.data_ptr()
         a.batch = cu_q.shape[0] - 1
@@ -152,6 +154,18 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
     a.window_left, a.window_right = left, right
     a.softmax_scale, a.softcap = scale, softcap
     a.num_sms = num_sms
+    # Counters: [0] is claimed by the persistent grid for work past its first
+    # wave, [1:] count the finished pieces of each split tail tile; the
+    # workspace holds those pieces' partial results (split_tail.hpp).
+    sizes = (ctypes.c_int64 * 2)()
+    split_sizes(ctypes.byref(a), sizes)
+    global last_split_sizes
+    last_split_sizes = (sizes[0], sizes[1])
+    counter = torch.zeros(sizes[0], dtype=torch.int32, device=q.device)
+    a.tile_counter = counter.data_ptr()
+    if sizes[1]:
+        workspace = torch.empty(sizes[1], dtype=torch.float32, device=q.device)
+        a.split_ws = workspace.data_ptr()
     with kernel_range(cfg.name):
         rc = launch(ctypes.byref(a), stream_handle(q.device))
     check_rc(rc, kernel, "attention forward")
