@@ -20,8 +20,9 @@ template <class T>
 SplitTail split_plan(cd42_attn_fwd_args const& a, bool allowed = true) {
   long long const tiles = (long long)((a.seqlen_q + T::kBlockM - 1) / T::kBlockM) * a.heads_q * a.batch;
   int const blocks = (a.seqlen_k + T::kBlockN - 1) / T::kBlockN;
-  bool const ok = allowed && T::kSplitTail && tiles <= INT32_MAX && a.seqlen_q > 0 && a.seqlen_k > 0;
-  return SplitTail::plan(ok ? int(tiles) : 0, blocks, a.num_sms, ok);
+  // Unsplit, the plan still counts the tiles: `full` = all of them.
+  bool const ok = allowed && T::kSplitTail && a.seqlen_q > 0 && a.seqlen_k > 0;
+  return SplitTail::plan(tiles > INT32_MAX ? 0 : int(tiles), blocks, a.num_sms, ok);
 }
 
 template <class T>
