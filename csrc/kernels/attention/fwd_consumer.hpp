@@ -209,11 +209,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     if (w.tile >= sched.num_tiles) break;
     int m_block, head, batch;
     sched.coords(w.tile, m_block, head, batch);
-    TileInfo<T> bi(a, batch, m_block);
-    if (w.n_end) {  // a piece of a split tail tile
-      bi.n_block_min = w.n_begin;
-      bi.n_block_max = w.n_end;
-    }
+    TileInfo<T> const bi = piece_info<T>(a, batch, m_block, w);
 
     OnlineSoftmax<T::kBlockN, T::kHeadDim> softmax;
     clear(tOrO);

@@ -62,12 +62,10 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
       (a.seqlen_q + T::kBlockM - 1) / T::kBlockM,
       AttnTileScheduler((a.seqlen_q + T::kBlockM - 1) / T::kBlockM, a.heads_q, a.batch, T::kHasWindow,
                         attn_section_heads(a.seqlen_k, T::kHeadDim, int(sizeof(E)), a.heads_q / a.heads_kv)),
-      SplitTail{},
+      // Without its workspace (a caller that did not ask cd42_attn_fwd_split_sizes) the tail runs unsplit.
+      split_plan<T>(a, a.split_ws != nullptr),
       cutlass::FastDivmod(a.heads_q / a.heads_kv),
       0.f, 0.f, 0.f};
-  // Without its workspace (a caller that did not ask cd42_attn_fwd_split_sizes) the tail runs unsplit.
-  p.split = split_plan<T>(a);
-  if (a.split_ws == nullptr) p.split = split_plan<T>(a, false);
   constexpr float kLog2e = 1.4426950408889634f;
   if (T::kSoftcap) {
     p.softcap_in = a.softmax_scale / a.softcap;  // tanh argument per raw score
@@ -84,7 +82,7 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
   if (smem_status != kOk) return smem_status;
   int64_t const tiles = int64_t(p.num_m_blocks) * a.heads_q * a.batch;
   if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_fwd: too many tiles");
-  int64_t const items = p.split.items ? p.split.end() : tiles;
+  int const items = p.split.end();  // work items: whole tiles, then split-tail items (== tiles unsplit)
   dim3 grid(unsigned(items < a.num_sms ? items : a.num_sms));
   attn_fwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_fwd launch");

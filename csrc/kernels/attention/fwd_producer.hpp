@@ -33,6 +33,18 @@ CUTE_DEVICE auto seq_view(Tensor4 const& m4, int head, int batch, int offset) {
 template <class T>
 using TileInfo = BlockInfo<T::kVarlen, T::kHasWindow, T::kBlockM, T::kBlockN>;
 
+// The tile's geometry, its key blocks narrowed to the piece's when `w` is a
+// piece of a split tail tile (split_tail.hpp).
+template <class T>
+CUTE_DEVICE TileInfo<T> piece_info(cd42_attn_fwd_args const& a, int batch, int m_block, WorkPiece const& w) {
+  TileInfo<T> bi(a, batch, m_block);
+  if (w.n_end) {
+    bi.n_block_min = w.n_begin;
+    bi.n_block_max = w.n_end;
+  }
+  return bi;
+}
+
 template <class T>
 CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedStorage& ss,
                                typename T::PipelineSched& pipe_sched, typename T::PipelineQ& pipe_q,
@@ -67,7 +79,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   // reaches into at most one more). `item` = -1 - j stands for the second
   // piece of tail item j: the whole schedule state is this one register
   // (the thread has 24). Without a split, end == tiles.
-  int const end = T::kSplitTail ? p.split.end() : sched.num_tiles;
+  int const end = p.split.end();
   int item = blockIdx.x;
   CUTE_NO_UNROLL
   for (;;) {
@@ -102,11 +114,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
     if (w.tile >= sched.num_tiles) break;
     sched.coords(w.tile, m_block, head, batch);
 
-    TileInfo<T> bi(a, batch, m_block);
-    if (w.n_end) {
-      bi.n_block_min = w.n_begin;
-      bi.n_block_max = w.n_end;
-    }
+    TileInfo<T> const bi = piece_info<T>(a, batch, m_block, w);
     int const b = T::kVarlen ? 0 : batch;
     int const head_kv = p.group_div.divide(head);
     Tensor gQ = local_tile(seq_view(mQ, head, b, bi.q_offset), Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{},
