@@ -13,7 +13,7 @@
 // (cu_seqlens_q[b] + b * M) / M * M (a gap of at least its own padding before
 // the next one), seqlen_q_pad = round_up(total_q + batch * M, M).
 // dq_accum is float32 (rows of lse_log2) / M chunks of M * dim, zeroed by
-// the caller: one contiguous chunk per query block, in the dQ MMA's
+// the preprocess kernel: one contiguous chunk per query block, in the dQ MMA's
 // register order (the kernel adds whole chunks with one bulk reduce each;
 // the postprocess kernel undoes the order, scales and writes dq).
 #pragma once
@@ -53,13 +53,15 @@ struct cd42_attn_bwd_args {
 };
 
 // Preprocess: dsum[b, h, r] = sum_d dO[b, r, h, d] * O[b, r, h, d] in float32
-// and lse_log2[b, h, r] = lse[b, h, r] * log2(e), both padded as above.
+// and lse_log2[b, h, r] = lse[b, h, r] * log2(e), both padded as above, and
+// dq_accum's rows zeroed. o and dout: 16-byte aligned pointers and strides.
 struct cd42_attn_bwd_pre_args {
   const void* o;
   const void* dout;
   const float* lse;  // forward LSE (batch, heads, seqlen_q), varlen (heads, total_q)
   float* dsum;
   float* lse_log2;
+  float* dq_accum;  // zeroed here (the main kernel's dq_accum)
   const int32_t* cu_seqlens_q;  // varlen configs only
   int64_t o_batch_stride, o_row_stride, o_head_stride;
   int64_t do_batch_stride, do_row_stride, do_head_stride;

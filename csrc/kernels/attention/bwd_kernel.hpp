@@ -370,81 +370,127 @@ __global__ void __launch_bounds__(T::kThreads, 1) attn_bwd_kernel(CUTE_GRID_CONS
   }
 }
 
-// dsum = rowsum(dO * O) and lse_log2 = LSE * log2(e), float32, one warp per
-// padded row; pad rows get dsum = 0, lse_log2 = +inf. The grid covers
-// (batch, heads, rows) with rows = the (longest) sequence's padded length.
+// dsum = rowsum(dO * O) and lse_log2 = LSE * log2(e), float32, per padded
+// row; pad rows get dsum = 0, lse_log2 = +inf. Each row also zeroes its D
+// floats of the dQ accumulator (whole chunks, since every padded row of a
+// block has a thread group here), so no separate memset runs. A row is read
+// by a group of kLanes lanes with 16-byte loads (one per lane at D <= 256),
+// so the kernel streams O and dO at HBM rate (the first version, one warp
+// per row with 2-byte loads, took 85-150 us at B*S = 16384, H*D = 2048 on
+// H200: 2.5-4x the bytes' time). The grid covers (batch, heads, rows) with
+// rows = the (longest) sequence's padded length.
 template <class T>
 CUTE_HOST_DEVICE int bwd_rows_per_seq(int seqlen_q, int seqlen_q_pad) {
   return T::kVarlen ? (seqlen_q + T::kBlockM - 1) / T::kBlockM * T::kBlockM : seqlen_q_pad;
 }
 
 template <class T>
-__global__ void attn_bwd_preprocess_kernel(cd42_attn_bwd_pre_args const a) {
+struct BwdPreprocessShape {
+  static constexpr int kChunks = T::kHeadDim / 8;  // 16-byte chunks per row
+  static constexpr int kLanes = kChunks <= 8 ? 8 : kChunks <= 16 ? 16 : 32;  // lanes per row, a power of two
+  static constexpr int kRowsPerWarp = 32 / kLanes;
+  static constexpr int kThreads = 256;
+  static constexpr int kRowsPerCta = kThreads / 32 * kRowsPerWarp;
+  static_assert(T::kHeadDim % 8 == 0 && kChunks <= 32, "preprocess: one 16-byte chunk per lane");
+};
+
+template <class T>
+__global__ void __launch_bounds__(BwdPreprocessShape<T>::kThreads) attn_bwd_preprocess_kernel(
+    cd42_attn_bwd_pre_args const a) {
   using Element = typename T::Element;
+  using Shape = BwdPreprocessShape<T>;
   int const rows = bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad);
-  int64_t const warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   int const lane = threadIdx.x % 32;
-  if (warp >= int64_t(a.batch) * a.heads * rows) return;
-  int const r = int(warp % rows);
-  int const h = int(warp / rows % a.heads);
-  int const b = int(warp / (int64_t(rows) * a.heads));
+  int const sub = lane % Shape::kLanes;  // this lane's 16-byte chunk of the row
+  int64_t const id = int64_t(blockIdx.x) * Shape::kRowsPerCta + threadIdx.x / Shape::kLanes;
+  // No early return: every lane takes part in the row's shuffles below.
+  bool valid = id < int64_t(a.batch) * a.heads * rows;
+  int const r = valid ? int(id % rows) : 0;
+  int const h = valid ? int(id / rows % a.heads) : 0;
+  int const b = valid ? int(id / (int64_t(rows) * a.heads)) : 0;
   int len = a.seqlen_q, q_off = 0;
-  int64_t out_row, lse_idx;
+  int64_t out_row = 0, lse_idx = 0;
   if constexpr (T::kVarlen) {
-    q_off = a.cu_seqlens_q[b];
-    len = a.cu_seqlens_q[b + 1] - q_off;
-    if (r >= (len + T::kBlockM - 1) / T::kBlockM * T::kBlockM) return;  // past this sequence's last block
-    out_row = int64_t(h) * a.seqlen_q_pad + varlen_padded_row0<T>(a.cu_seqlens_q, b) + r;
-    lse_idx = int64_t(h) * a.total_q + q_off + r;
+    if (valid) {
+      q_off = a.cu_seqlens_q[b];
+      len = a.cu_seqlens_q[b + 1] - q_off;
+      valid = r < (len + T::kBlockM - 1) / T::kBlockM * T::kBlockM;  // past this sequence's last block: nothing
+      out_row = int64_t(h) * a.seqlen_q_pad + varlen_padded_row0<T>(a.cu_seqlens_q, b) + r;
+      lse_idx = int64_t(h) * a.total_q + q_off + r;
+    }
   } else {
     out_row = (int64_t(b) * a.heads + h) * a.seqlen_q_pad + r;
     lse_idx = (int64_t(b) * a.heads + h) * a.seqlen_q + r;
   }
   float s = 0.f;
-  if (r < len) {
+  if (valid && r < len && sub < Shape::kChunks) {
     auto const* o = static_cast<Element const*>(a.o) + b * a.o_batch_stride + int64_t(q_off + r) * a.o_row_stride +
                     int64_t(h) * a.o_head_stride;
     auto const* d = static_cast<Element const*>(a.dout) + b * a.do_batch_stride +
                     int64_t(q_off + r) * a.do_row_stride + int64_t(h) * a.do_head_stride;
-    for (int i = lane; i < T::kHeadDim; i += 32) s += float(o[i]) * float(d[i]);
+    uint4 const ov = reinterpret_cast<uint4 const*>(o)[sub];  // 16-byte aligned: checked by the caller
+    uint4 const dv = reinterpret_cast<uint4 const*>(d)[sub];
+    Element const* oe = reinterpret_cast<Element const*>(&ov);
+    Element const* de = reinterpret_cast<Element const*>(&dv);
+    CUTE_UNROLL
+    for (int i = 0; i < 8; ++i) s += float(oe[i]) * float(de[i]);
   }
   CUTE_UNROLL
-  for (int k = 16; k > 0; k /= 2) s += __shfl_xor_sync(0xffffffff, s, k);
-  if (lane == 0) {
-    a.dsum[out_row] = s;
-    a.lse_log2[out_row] = r < len ? a.lse[lse_idx] * 1.4426950408889634f : INFINITY;
+  for (int k = Shape::kLanes / 2; k > 0; k /= 2) s += __shfl_xor_sync(0xffffffff, s, k);
+  if (valid) {
+    float4* z = reinterpret_cast<float4*>(a.dq_accum + out_row * T::kHeadDim);
+    CUTE_UNROLL
+    for (int i = sub; i < T::kHeadDim / 4; i += Shape::kLanes) z[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (sub == 0) {
+      a.dsum[out_row] = s;
+      a.lse_log2[out_row] = r < len ? a.lse[lse_idx] * 1.4426950408889634f : INFINITY;
+    }
   }
 }
 
 // dq = softmax_scale * dQ accumulator, from the per-query-block chunks in
 // the dQ MMA's register order (the same TiledMma partition as the main
 // kernel, so the two cannot disagree); one CTA of 256 threads per chunk.
+// The chunk is reordered through shared memory so that dq rows leave as
+// 16-byte coalesced stores (2-byte stores in register order took ~4x the
+// bytes' time).
 template <class T>
 __global__ void __launch_bounds__(T::kConsumerThreads) attn_bwd_postprocess_kernel(cd42_attn_bwd_args const a) {
   using namespace cute;
   using Element = typename T::Element;
+  constexpr int kRowElems = T::kHeadDim + 8;  // padded row: the 16-byte reads below hit distinct banks
+  __shared__ alignas(16) Element tile[T::kBlockM * kRowElems];
   int const m = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   int const tidx = threadIdx.x;
   BwdSeq<T> const seq(a, batch, a.heads_q);
-  if (m * T::kBlockM >= seq.seqlen_q) return;  // varlen: past this sequence's rows
+  if (m * T::kBlockM >= seq.seqlen_q) return;  // varlen: past this sequence's rows (the whole CTA)
   float4 const* src = reinterpret_cast<float4 const*>(
       a.dq_accum + (seq.stat_row(head) / T::kBlockM + m) * (T::kBlockM * T::kHeadDim));
   typename T::TiledMmadQ mma_dq;
   Tensor tdQcdQ = mma_dq.get_thread_slice(tidx).partition_C(
       make_identity_tensor(Shape<Int<T::kBlockM>, Int<T::kHeadDim>>{}));
   static_assert(decltype(size(tdQcdQ))::value == T::kdQPerThread, "one register-order chunk per thread");
-  Element* dq = static_cast<Element*>(a.dq) + int64_t(batch) * a.dq_batch_stride + int64_t(head) * a.dq_head_stride +
-                int64_t(seq.q_offset) * a.dq_row_stride;
   CUTE_UNROLL
   for (int c = 0; c < T::kdQPerThread / 4; ++c) {
     float4 const v = src[dq_float4_slot<T>(c, tidx)];
     float const vals[4] = {v.x, v.y, v.z, v.w};
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
-      int const row = m * T::kBlockM + get<0>(tdQcdQ(4 * c + j));
-      if (row < seq.seqlen_q) {
-        dq[int64_t(row) * a.dq_row_stride + get<1>(tdQcdQ(4 * c + j))] = static_cast<Element>(vals[j] * a.softmax_scale);
-      }
+      auto const rc = tdQcdQ(4 * c + j);
+      tile[get<0>(rc) * kRowElems + get<1>(rc)] = static_cast<Element>(vals[j] * a.softmax_scale);
+    }
+  }
+  __syncthreads();
+  Element* dq = static_cast<Element*>(a.dq) + int64_t(batch) * a.dq_batch_stride + int64_t(head) * a.dq_head_stride +
+                int64_t(seq.q_offset) * a.dq_row_stride;
+  constexpr int kChunksPerRow = T::kHeadDim / 8;
+  CUTE_UNROLL
+  for (int i = tidx; i < T::kBlockM * kChunksPerRow; i += T::kConsumerThreads) {
+    int const row = i / kChunksPerRow, chunk = i % kChunksPerRow;
+    int const q_row = m * T::kBlockM + row;
+    if (q_row < seq.seqlen_q) {
+      reinterpret_cast<uint4*>(dq + int64_t(q_row) * a.dq_row_stride)[chunk] =
+          *reinterpret_cast<uint4 const*>(&tile[row * kRowElems + chunk * 8]);
     }
   }
 }

@@ -76,9 +76,18 @@ int launch_bwd_preprocess(cd42_attn_bwd_pre_args const& a, cudaStream_t stream) 
       (T::kVarlen && a.seqlen_q_pad < int64_t(a.total_q) + int64_t(a.batch) * T::kBlockM)) {
     return set_error(kBadArgument, "attn_bwd_preprocess: bad sizes");
   }
-  int64_t const warps = int64_t(a.batch) * a.heads * bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad);
-  int const threads = 256;
-  attn_bwd_preprocess_kernel<T><<<unsigned((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(a);
+  constexpr int eb = sizeof(typename T::Element);
+  if (a.dq_accum == nullptr || !aligned16(a.o) || !aligned16(a.dout) || !stride_ok(a.o_row_stride, eb) ||
+      !stride_ok(a.o_head_stride, eb) || !stride_ok(a.o_batch_stride, eb) || !stride_ok(a.do_row_stride, eb) ||
+      !stride_ok(a.do_head_stride, eb) || !stride_ok(a.do_batch_stride, eb)) {
+    return set_error(kBadArgument, "attn_bwd_preprocess: o / dout need 16-byte aligned pointers and strides, "
+                                   "dq_accum a buffer");
+  }
+  using Shape = BwdPreprocessShape<T>;
+  int64_t const rows = int64_t(a.batch) * a.heads * bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad);
+  int64_t const ctas = (rows + Shape::kRowsPerCta - 1) / Shape::kRowsPerCta;
+  if (ctas > INT32_MAX) return set_error(kBadArgument, "attn_bwd_preprocess: too many rows");
+  attn_bwd_preprocess_kernel<T><<<unsigned(ctas), Shape::kThreads, 0, stream>>>(a);
   return check_launch("attn_bwd_preprocess launch");
 }
 
@@ -87,6 +96,11 @@ int launch_bwd_postprocess(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   if (a.batch <= 0 || a.heads_q <= 0 || a.seqlen_q <= 0 || a.seqlen_q_pad % T::kBlockM != 0 ||
       a.seqlen_q_pad < a.seqlen_q || a.dq == nullptr || T::kVarlen != (a.cu_seqlens_q != nullptr)) {
     return set_error(kBadArgument, "attn_bwd_postprocess: bad sizes");
+  }
+  constexpr int eb = sizeof(typename T::Element);
+  if (!aligned16(a.dq) || !stride_ok(a.dq_row_stride, eb) || !stride_ok(a.dq_head_stride, eb) ||
+      !stride_ok(a.dq_batch_stride, eb)) {
+    return set_error(kBadArgument, "attn_bwd_postprocess: dq needs a 16-byte aligned pointer and strides");
   }
   dim3 grid(unsigned(bwd_rows_per_seq<T>(a.seqlen_q, a.seqlen_q_pad) / T::kBlockM), unsigned(a.heads_q),
             unsigned(a.batch));

@@ -25,7 +25,8 @@ def _as_graph(fn):
         return fn
 
 
-def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, graph: bool = True) -> float:
+def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, graph: bool = True,
+             sync_each: bool = False) -> float:
     """Median milliseconds of `fn()` over `iters` runs, each timed with events.
 
     A 256 MB buffer is overwritten before every timed run so no operand is
@@ -33,6 +34,14 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
     every run otherwise and small shapes look faster than they are). With
     `graph`, fn is replayed from a CUDA graph (same treatment for every
     implementation compared), so host-side launch cost is not counted.
+
+    The runs are queued back to back and synchronized once at the end (as
+    triton's do_bench does), so the events see GPU time: eager callables
+    (the backward passes, an autograd.grad) are launched while the previous
+    run still executes. `sync_each` waits for every run before launching the
+    next, which leaves the GPU idle while the host launches: each run then
+    also counts the callable's host time beyond the L2 flush's ~0.1 ms
+    (measured, NOTES session 8: 0.1-0.3 ms on the eager backward paths).
     """
     flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda") if flush_l2 else None
     for _ in range(warmup):
@@ -40,7 +49,7 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
     torch.cuda.synchronize()
     if graph:
         fn = _as_graph(fn)
-    times = []
+    times, pending = [], []
     for _ in range(iters):
         if flush is not None:
             flush.zero_()
@@ -49,8 +58,11 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
         start.record()
         fn()
         end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        if sync_each:
+            end.synchronize()
+        pending.append((start, end))
+    torch.cuda.synchronize()
+    times = [s.elapsed_time(e) for s, e in pending]
     return statistics.median(times)
 
 
