@@ -39,8 +39,12 @@ def test_enumeration_respects_overrides_and_fixed_fields():
     sp = enumerate_space("attn-fwd", dict(dtype="fp16", head_dim=256, mask="causal"),
                          dict(block_n=(64, 80, 128), stages=(2, 3)))
     names = {c.name for c in sp.candidates}
-    assert names == {"attn_fwd_fp16_hd256_m128_n64_st2_wg2_causal", "attn_fwd_fp16_hd256_m128_n80_st2_wg2_causal"}
-    assert sum(sp.pruned.values()) == 4
+    kept = {"attn_fwd_fp16_hd256_m128_n64_st2_wg2_causal", "attn_fwd_fp16_hd256_m128_n80_st2_wg2_causal"}
+    assert names == kept | {n + "_pvwait" for n in kept}  # softmax_under_pv is in the space too
+    assert sum(sp.pruned.values()) == 8
+    sp = enumerate_space("attn-fwd", dict(dtype="fp16", head_dim=256, mask="causal"),
+                         dict(block_n=(64,), stages=(2,), softmax_under_pv=(False,)))
+    assert [c.name for c in sp.candidates] == ["attn_fwd_fp16_hd256_m128_n64_st2_wg2_causal_pvwait"]
     with pytest.raises(ValueError, match="unknown family"):
         enumerate_space("moe", {})
 

@@ -178,11 +178,18 @@ def _problem(args) -> dict:
 
 
 def _space(items) -> dict:
-    """--space stages=2,3 --space block_n=64,128 -> {"stages": (2, 3), ...}"""
+    """--space stages=2,3 --space block_n=64,128 --space softmax_under_pv=false
+    -> {"stages": (2, 3), "block_n": (64, 128), "softmax_under_pv": (False,)}"""
+    def value(v: str):
+        v = v.strip()
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        return int(v)
+
     out = {}
     for item in items or []:
         key, _, values = item.partition("=")
-        out[key.strip()] = tuple(int(v) for v in values.split(","))
+        out[key.strip()] = tuple(value(v) for v in values.split(","))
     return out
 
 
