@@ -2,8 +2,9 @@
 standard grid (B*S = 16384, H*D = 2048, bf16), backward FLOPs = 2.5 x forward.
 
 Backward passes run eagerly (not graph-replayed) for every implementation:
-SDPA's backward is an autograd call; all kernels here are long enough that
-launch cost is noise. Ours is timed on the kernel path (preprocess, main
+SDPA's backward is an autograd call. bench_ms queues the runs back to back,
+so the host's launch time (0.12-0.25 ms per call on either side) overlaps
+the previous run instead of being counted. Ours is timed on the kernel path (preprocess, main
 kernel, dQ postprocess), SDPA on torch.autograd.grad of its own forward.
 """
 from __future__ import annotations

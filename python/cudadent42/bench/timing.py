@@ -41,7 +41,7 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
     run still executes. `sync_each` waits for every run before launching the
     next, which leaves the GPU idle while the host launches: each run then
     also counts the callable's host time beyond the L2 flush's ~0.1 ms
-    (measured, NOTES session 8: 0.1-0.3 ms on the eager backward paths).
+    (measured, NOTES session 8: 0.12-0.25 ms on the eager backward paths).
     """
     flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda") if flush_l2 else None
     for _ in range(warmup):
