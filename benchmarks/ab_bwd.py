@@ -17,6 +17,7 @@ import json
 import sys
 
 import torch
+from grid_points import grid_inputs, parse_point, sdpa_out_lse
 
 
 def _max_rel_err(grads, q, k, v, dout, causal):
@@ -40,22 +41,15 @@ def main(argv):
     from cudadent42.ops.attention_bwd import attn_bwd
 
     for point in points:
-        d, s, causal = point.split(":")
-        d, s, causal = int(d), int(s), causal in ("1", "causal", "yes", "true")
-        b, h = max(1, 16384 // s), 2048 // d
-        torch.manual_seed(0)
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        d, s, causal, _ = parse_point(point)
+        b, h, q, k, v = grid_inputs(d, s)
         if tag == "cudnn":
             from torch.nn.attention import SDPBackend
 
             ms = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, *(x.transpose(1, 2).contiguous() for x in (q, k, v)), causal)
             err = None
         else:
-            # out / lse from SDPA's flash kernel: the timing does not depend
-            # on their values, and no forward build is needed per build tree.
-            o4, lse = torch.ops.aten._scaled_dot_product_flash_attention(
-                *(x.transpose(1, 2) for x in (q, k, v)), 0.0, causal)[:2]
-            out = o4.transpose(1, 2)
+            out, lse = sdpa_out_lse(q, k, v, causal)
             dout = torch.randn_like(out)
             ms = bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
             err = _max_rel_err(attn_bwd(dout, q, k, v, out, lse, causal=causal), q, k, v, dout, causal)

@@ -20,6 +20,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from grid_points import grid_inputs, parse_point
 
 
 def main(argv):
@@ -30,8 +31,7 @@ def main(argv):
     from cudadent42.bench.timing import bench_ms
 
     for point in points:
-        d, s, causal, *variant = point.split(":")
-        d, s, causal = int(d), int(s), causal in ("1", "causal", "yes", "true")
+        d, s, causal, variant = parse_point(point)
         cfg = None
         if variant and variant[0].startswith("attn_fwd_"):  # an explicit config by name
             from cudadent42.configs.attention import AttnFwdConfig
@@ -42,9 +42,7 @@ def main(argv):
 
             cfg = dataclasses.replace(attn_fwd_config("bf16", d, "causal" if causal else "none", False, False),
                                       softmax_under_pv=False)
-        b, h = max(1, 16384 // s), 2048 // d
-        torch.manual_seed(0)
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        b, h, q, k, v = grid_inputs(d, s)
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
         err = None
         if tag == "cudnn":

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
+from grid_points import grid_inputs, parse_point, sdpa_out_lse
+
 
 def kernel_times(fn, reps=10):
     for _ in range(3):
@@ -36,14 +38,10 @@ def main(points):
     from cudadent42.ops.attention_bwd import attn_bwd
 
     for point in points:
-        d, s, c = point.split(":")
-        d, s, causal = int(d), int(s), c in ("1", "causal")
+        d, s, causal, _ = parse_point(point)
         build([attn_bwd_config("bf16", d, "causal" if causal else "none")])
-        b, h = max(1, 16384 // s), 2048 // d
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        o4, lse = torch.ops.aten._scaled_dot_product_flash_attention(
-            *(x.transpose(1, 2) for x in (q, k, v)), 0.0, causal)[:2]
-        out = o4.transpose(1, 2)
+        b, h, q, k, v = grid_inputs(d, s)
+        out, lse = sdpa_out_lse(q, k, v, causal)
         dout = torch.randn_like(out)
         qt, kt, vt = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from grid_points import grid_inputs, parse_point, sdpa_out_lse
+
 
 def host_us(fn, n=20):
     fn()
@@ -38,23 +40,16 @@ def main(points):
     from cudadent42.ops.attention_bwd import attn_bwd
 
     cfgs = {}
-    for p in points:
-        d, _, c = p.split(":")
-        cfg = attn_bwd_config("bf16", int(d), "causal" if c in ("1", "causal", "yes", "true") else "none")
+    for point in points:
+        d, _, causal, _ = parse_point(point)
+        cfg = attn_bwd_config("bf16", d, "causal" if causal else "none")
         cfgs[cfg.name] = cfg
     build(list(cfgs.values()))
     warm_up_gpu()
     for point in points:
-        d, s, causal = point.split(":")
-        d, s, causal = int(d), int(s), causal in ("1", "causal", "yes", "true")
-        b, h = max(1, 16384 // s), 2048 // d
-        torch.manual_seed(0)
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        # out / lse from SDPA's flash kernel (no forward build needed; the
-        # backward's timing does not depend on their values).
-        o4, lse = torch.ops.aten._scaled_dot_product_flash_attention(
-            *(x.transpose(1, 2) for x in (q, k, v)), 0.0, causal)[:2]
-        out = o4.transpose(1, 2)
+        d, s, causal, _ = parse_point(point)
+        b, h, q, k, v = grid_inputs(d, s)
+        out, lse = sdpa_out_lse(q, k, v, causal)
         dout = torch.randn_like(out)
         fns = {"ours": lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal)}
         for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("fa2", SDPBackend.FLASH_ATTENTION)):
