@@ -1,6 +1,9 @@
 """Attention forward vs SDPA (cuDNN / FLASH_ATTENTION) on the standard grid.
 
-    python benchmarks/bench_attention.py [--json out.json] [--png out.png] [--quick] [--bwd]
+    python benchmarks/bench_attention.py [--json out.json] [--png out.png] [--quick] [--bwd] [--rounds N]
+
+Each cell times ours, cuDNN and FA2 in N interleaved rounds (default 3) and
+reports the median, with the per-round range of the ratio to cuDNN.
 
 --bwd: the backward instead (TFLOP/s at 2.5x forward FLOPs), plus forward +
 backward time of one training-shaped call.
@@ -23,6 +26,7 @@ def main():
     p.add_argument("--png", default=None)
     p.add_argument("--quick", action="store_true", help="S in {4096, 16384} only")
     p.add_argument("--bwd", action="store_true", help="benchmark the backward")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per cell")
     args = p.parse_args()
     card = torch.cuda.get_device_name(0)
     print(f"card: {card}; torch {torch.__version__}; bf16 forward, B*S=16384, H*D=2048")
@@ -34,9 +38,10 @@ def main():
 
         print("backward (TFLOP/s = 2.5 x forward FLOPs / time)")
         print(HEADER)
-        rows = run_attention_bwd_bench(seqlens=(4096, 16384) if args.quick else (512, 1024, 2048, 4096, 8192, 16384))
-        train = training_call_ms()
-        det = deterministic_cost()
+        rows = run_attention_bwd_bench(seqlens=(4096, 16384) if args.quick else (512, 1024, 2048, 4096, 8192, 16384),
+                                       rounds=args.rounds)
+        train = training_call_ms(rounds=args.rounds)
+        det = deterministic_cost(rounds=args.rounds)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"card": card, "attn_bwd": rows, "training_call": train, "deterministic": det}, f,
@@ -44,7 +49,7 @@ def main():
         return
     print(HEADER)
     rows = run_attention_bench(seqlens=(4096, 16384) if args.quick else
-                               (512, 1024, 2048, 4096, 8192, 16384))
+                               (512, 1024, 2048, 4096, 8192, 16384), rounds=args.rounds)
     from cudadent42.bench.targets import check_targets, format_targets
 
     print(format_targets(check_targets(rows)))

@@ -34,3 +34,30 @@ def test_backward_targets_fail_unsupported_cells():
     assert res[">= 0.90x cuDNN, D=64/128, S >= 4096"] == (True, [])
     assert res[">= 1.0x cuDNN, D=256, S >= 2048"] == (False, ["D=256 full S=4096: not supported"])
     assert not res[">= 1.4x FLASH_ATTENTION, S >= 2048"][0]
+
+
+def test_interleaved_rounds_alternate_and_rotate():
+    from cudadent42.bench.timing import interleaved_ms
+
+    calls = []
+
+    def timer(name, ms):
+        def f():
+            calls.append(name)
+            return ms
+        return f
+
+    runs = interleaved_ms({"a": timer("a", 1.0), "b": timer("b", 2.0), "c": timer("c", float("nan"))}, rounds=3)
+    # c refuses (NaN) in round 1 and is not called again; the order rotates.
+    assert calls == ["a", "b", "c", "b", "a", "a", "b"]
+    assert runs["a"] == [1.0, 1.0, 1.0] and runs["b"] == [2.0, 2.0, 2.0] and len(runs["c"]) == 3
+
+
+def test_row_reports_median_over_rounds_and_ratio_range():
+    from cudadent42.bench.attention import make_row
+
+    runs = {"ours": [1.0, 1.2, 1.1], "cudnn": [1.0, 0.9, 1.5], "fa2": [2.0, 2.2, 2.1]}
+    r = make_row(1, 1, 128, 64, False, 1e12, runs)
+    assert r["ours_ms"] == 1.1 and r["cudnn_ms"] == 1.0 and r["fa2_ms"] == 2.1
+    assert abs(r["vs_cudnn"] - 1.0 / 1.1) < 1e-12
+    assert abs(r["vs_cudnn_range"][0] - 0.75) < 1e-12 and abs(r["vs_cudnn_range"][1] - 1.5 / 1.1) < 1e-12

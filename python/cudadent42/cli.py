@@ -131,7 +131,7 @@ def _bench(args) -> int:
     if "fwd" in parts:
         print("\nAttention forward (bf16, B*S=16384, H*D=2048) vs SDPA cuDNN / FLASH_ATTENTION, same run:")
         print(attn_bench.HEADER)
-        results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens)
+        results["attn_fwd"] = attn_bench.run_attention_bench(seqlens=seqlens, rounds=args.rounds)
         print("\nAttention forward targets (issue: FA3-class forward):")
         print(format_targets(check_targets(results["attn_fwd"])))
     if "bwd" in parts:
@@ -139,11 +139,11 @@ def _bench(args) -> int:
 
         print("\nAttention backward (bf16, TFLOP/s = 2.5 x forward FLOPs / time) vs SDPA cuDNN / FLASH_ATTENTION:")
         print(attn_bench.HEADER)
-        results["attn_bwd"] = bwd_bench.run_attention_bwd_bench(seqlens=seqlens)
+        results["attn_bwd"] = bwd_bench.run_attention_bwd_bench(seqlens=seqlens, rounds=args.rounds)
         print("\nAttention backward targets (issue: backward and training integration):")
         print(format_targets(check_targets(results["attn_bwd"], BWD_TARGETS)))
-        results["training_call"] = bwd_bench.training_call_ms()
-        results["deterministic"] = bwd_bench.deterministic_cost()
+        results["training_call"] = bwd_bench.training_call_ms(rounds=args.rounds)
+        results["deterministic"] = bwd_bench.deterministic_cost(rounds=args.rounds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -255,6 +255,8 @@ def main(argv=None) -> int:
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
     be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
+    be.add_argument("--rounds", type=int, default=3,
+                    help="attention: interleaved timing rounds per cell (ours, cuDNN, FA2 alternating); median reported")
     be.add_argument("--only", default=None, help="comma list of parts: gemm, fwd, bwd (default: all three)")
     for name, desc in (("sweep", "build and time a config space on one problem"),
                        ("tune", "sweep, then record the winner in the tuned table")):

@@ -2,11 +2,14 @@
 standard grid: B*S = 16384 tokens, H*D = 2048, bf16, causal and not."""
 from __future__ import annotations
 
+import math
+import statistics
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .timing import bench_ms, tflops
+from .timing import bench_ms, interleaved_ms, tflops
 
 SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
 HEAD_DIMS = (64, 128, 256)
@@ -26,13 +29,28 @@ def _sdpa_ms(backend, q, k, v, causal):
         return float("nan")
 
 
-def make_row(b, h, s, d, causal, flops, t_ours, t_cudnn, t_fa2) -> dict:
-    """One benchmark cell: times (ms), TFLOP/s and ratios vs the two SDPA backends."""
-    row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, ours_tflops=tflops(flops, t_ours),
-               cudnn_tflops=tflops(flops, t_cudnn), fa2_tflops=tflops(flops, t_fa2), ours_ms=t_ours,
-               cudnn_ms=t_cudnn, fa2_ms=t_fa2)
+IMPLS = ("ours", "cudnn", "fa2")
+
+
+def _median(xs):
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def make_row(b, h, s, d, causal, flops, runs: dict) -> dict:
+    """One benchmark cell from {impl: [ms per round]} (impl in IMPLS): the
+    median time over rounds, TFLOP/s, ratios vs the two SDPA backends, and
+    the range of the per-round ratio to cuDNN (how much one round's noise
+    could have moved the cell)."""
+    row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, rounds=len(runs["ours"]))
+    for impl in IMPLS:
+        row[f"{impl}_ms"] = _median(runs[impl])
+        row[f"{impl}_ms_rounds"] = runs[impl]
+        row[f"{impl}_tflops"] = tflops(flops, row[f"{impl}_ms"])
     row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]
     row["vs_fa2"] = row["ours_tflops"] / row["fa2_tflops"]
+    per_round = [c / o for o, c in zip(runs["ours"], runs["cudnn"])]
+    row["vs_cudnn_range"] = (min(per_round), max(per_round))
     return row
 
 
@@ -46,7 +64,9 @@ def grid(seqlens, head_dims, causals):
                 yield b, h, s, d, causal, q, k, v
 
 
-def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
+def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), rounds=3, log=print):
+    """The forward grid; each cell's implementations timed in `rounds`
+    interleaved rounds (timing.interleaved_ms), the median reported."""
     from .. import flash_attn_func
     from ..configs.heuristics_sm90 import attn_fwd_config
     from ..jit import build
@@ -57,23 +77,29 @@ def run_attention_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, Tr
     for b, h, s, d, causal, q, k, v in grid(seqlens, head_dims, causals):
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's native layout
         flash_attn_func(q, k, v, causal=causal)
-        t_ours = bench_ms(lambda: flash_attn_func(q, k, v, causal=causal))
-        t_cudnn = _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
-        t_fa2 = _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-        row = make_row(b, h, s, d, causal, fwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
+        runs = interleaved_ms({
+            "ours": lambda: bench_ms(lambda: flash_attn_func(q, k, v, causal=causal)),
+            "cudnn": lambda: _sdpa_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal),
+            "fa2": lambda: _sdpa_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal),
+        }, rounds)
+        row = make_row(b, h, s, d, causal, fwd_flops(b, h, s, d, causal), runs)
         rows.append(row)
         log(format_row(row))
     return rows
 
 
 HEADER = (f"{'D':>4} {'causal':>6} {'S':>6} {'B':>3} {'H':>3} {'ours':>7} {'cuDNN':>7} {'FA2':>7} "
-          f"{'/cuDNN':>7} {'/FA2':>6}   (TFLOP/s)")
+          f"{'/cuDNN':>7} {'/FA2':>6} {'/cuDNN per round':>17}   (TFLOP/s: median over rounds)")
 
 
 def format_row(r) -> str:
     return (f"{r['head_dim']:>4} {str(r['causal']):>6} {r['seqlen']:>6} {r['batch']:>3} {r['heads']:>3} "
             f"{r['ours_tflops']:>7.1f} {r['cudnn_tflops']:>7.1f} {r['fa2_tflops']:>7.1f} "
-            f"{r['vs_cudnn']:>7.3f} {r['vs_fa2']:>6.2f}")
+            f"{r['vs_cudnn']:>7.3f} {r['vs_fa2']:>6.2f} {_range(r.get('vs_cudnn_range')):>17}")
+
+
+def _range(lo_hi) -> str:
+    return "" if not lo_hi else f"{lo_hi[0]:.3f}-{lo_hi[1]:.3f}"
 
 
 def plot(rows, path):

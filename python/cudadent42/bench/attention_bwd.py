@@ -9,14 +9,12 @@ kernel, dQ postprocess), SDPA on torch.autograd.grad of its own forward.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import HEAD_DIMS, SEQLENS, format_row, fwd_flops, grid, make_row
-from .timing import bench_ms
+from .attention import HEAD_DIMS, SEQLENS, _median, format_row, fwd_flops, grid, make_row
+from .timing import bench_ms, interleaved_ms
 
 
 def bwd_flops(b, h, s, d, causal):
@@ -34,7 +32,9 @@ def _sdpa_bwd_ms(backend, q, k, v, causal):
         return float("nan")
 
 
-def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), log=print):
+def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False, True), rounds=3, log=print):
+    """The backward grid; each cell's implementations timed in `rounds`
+    interleaved rounds (timing.interleaved_ms), the median reported."""
     from .. import flash_attn_func
     from ..configs.attention_bwd import BWD_HEAD_DIMS
     from ..configs.heuristics_sm90 import attn_bwd_config
@@ -45,21 +45,21 @@ def run_attention_bwd_bench(seqlens=SEQLENS, head_dims=HEAD_DIMS, causals=(False
            for c in causals])
     rows = []
     for b, h, s, d, causal, q, k, v in grid(seqlens, head_dims, causals):
-        t_ours = float("nan")
+        timers = {"ours": lambda: float("nan")}
         if d in BWD_HEAD_DIMS:
             out, lse = flash_attn_func(q, k, v, causal=causal, return_lse=True)
             dout = torch.randn_like(out)
-            t_ours = bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
+            timers["ours"] = lambda: bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=causal), graph=False)
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
-        t_cudnn = _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
-        t_fa2 = _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
-        row = make_row(b, h, s, d, causal, bwd_flops(b, h, s, d, causal), t_ours, t_cudnn, t_fa2)
+        timers["cudnn"] = lambda: _sdpa_bwd_ms(SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal)
+        timers["fa2"] = lambda: _sdpa_bwd_ms(SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal)
+        row = make_row(b, h, s, d, causal, bwd_flops(b, h, s, d, causal), interleaved_ms(timers, rounds))
         rows.append(row)
         log(format_row(row))
     return rows
 
 
-def training_call_ms(log=print) -> dict:
+def training_call_ms(rounds=3, log=print) -> dict:
     """Forward + backward of one training-shaped call (B=4, S=4096, 32 query
     heads, 8 KV heads, D=128, causal): ours through autograd vs SDPA cuDNN."""
     from .. import flash_attn_func
@@ -80,17 +80,22 @@ def training_call_ms(log=print) -> dict:
             o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
         torch.autograd.grad(o, (qt, kt, vt), doutt)
 
-    res = {"ours_ms": bench_ms(ours, graph=False)}
-    try:
-        res["cudnn_ms"] = bench_ms(cudnn, graph=False)
-    except RuntimeError as e:
-        res["cudnn_ms"], res["cudnn_error"] = float("nan"), str(e).splitlines()[0]
+    def cudnn_ms():
+        try:
+            return bench_ms(cudnn, graph=False)
+        except RuntimeError as e:
+            res["cudnn_error"] = str(e).splitlines()[0]
+            return float("nan")
+
+    res = {}
+    runs = interleaved_ms({"ours": lambda: bench_ms(ours, graph=False), "cudnn": cudnn_ms}, rounds)
+    res.update(ours_ms=_median(runs["ours"]), cudnn_ms=_median(runs["cudnn"]), rounds=runs)
     log(f"training-shaped call (B=4, S=4096, 32q/8kv heads, D=128, causal), fwd+bwd: ours {res['ours_ms']:.3f} ms, "
         f"SDPA cuDNN {res['cudnn_ms']:.3f} ms")
     return res
 
 
-def deterministic_cost(log=print) -> dict:
+def deterministic_cost(rounds=3, log=print) -> dict:
     """Backward time with and without deterministic dQ accumulation (B=4, S=4096, 32q/8kv, D=128, causal)."""
     from .. import flash_attn_func
     from ..ops.attention_bwd import attn_bwd
@@ -99,7 +104,9 @@ def deterministic_cost(log=print) -> dict:
     k, v = (torch.randn(4, 4096, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
     dout = torch.randn_like(out)
-    res = {det: bench_ms(lambda: attn_bwd(dout, q, k, v, out, lse, causal=True, deterministic=det), graph=False)
-           for det in (False, True)}
+    runs = interleaved_ms({det: (lambda det=det: bench_ms(
+        lambda: attn_bwd(dout, q, k, v, out, lse, causal=True, deterministic=det), graph=False))
+        for det in (False, True)}, rounds)
+    res = {det: _median(runs[det]) for det in (False, True)}
     log(f"deterministic backward: {res[True]:.3f} ms vs {res[False]:.3f} ms ({res[True] / res[False]:.2f}x)")
     return {"default_ms": res[False], "deterministic_ms": res[True]}

@@ -1,6 +1,7 @@
 """Timing helpers: CUDA-event medians after warm-up, with L2 flushed."""
 from __future__ import annotations
 
+import math
 import statistics
 
 import torch
@@ -64,6 +65,28 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
     torch.cuda.synchronize()
     times = [s.elapsed_time(e) for s, e in pending]
     return statistics.median(times)
+
+
+def interleaved_ms(timers: dict, rounds: int = 3) -> dict:
+    """{name: [ms of each round]} for zero-argument callables that each time
+    one implementation (e.g. a bench_ms call) and return milliseconds.
+
+    The implementations alternate within a round and the order rotates from
+    round to round, so clock or thermal drift and a one-off slow (or fast)
+    sample hit every implementation alike; the caller takes the median over
+    rounds. One implementation's own 5-10% swings (NOTES session 8: cuDNN's
+    backward read 511-569 TFLOP/s on one cell across runs) then decide a
+    ratio only when they are the typical case. A timer that returns NaN (the
+    backend refuses the shape) is not called again.
+    """
+    names = list(timers)
+    runs = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for n in names[shift:] + names[:shift]:
+            refused = runs[n] and math.isnan(runs[n][0])
+            runs[n].append(float("nan") if refused else timers[n]())
+    return runs
 
 
 def warm_up_gpu(seconds: float = 2.0) -> None:
