@@ -133,6 +133,27 @@ def test_fwd_softcap(softcap, head_dim):
     check_fwd(q, rand(2, 444, 4, head_dim), rand(2, 444, 4, head_dim), causal=head_dim == 128, softcap=softcap)
 
 
+@pytest.mark.parametrize("head_dim,dtype", [(64, torch.bfloat16), (128, torch.bfloat16), (256, torch.bfloat16),
+                                             (128, torch.float16)], ids=["64-bf16", "128-bf16", "256-bf16", "128-fp16"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("jump", [3.0, 20.0])
+def test_fwd_running_max_jumps(jump, causal, head_dim, dtype):
+    """Scores that rise by `jump` (log2 units) per 128 keys towards key 0, so
+    each block the kernel walks (from the last) raises the row max: at 20 the
+    max moves every block (O rescaled), at 3 it stays stale for a few blocks
+    (P up to 2^8 against the stale max, softmax.hpp kStaleMaxLog2) and then moves."""
+    torch.manual_seed(head_dim + int(jump) + causal)
+    sq, sk = 333, 1500
+    q = rand(2, sq, 4, head_dim, dtype=dtype)
+    k, v = rand(2, sk, 4, head_dim, dtype=dtype), rand(2, sk, 4, head_dim, dtype=dtype)
+    scale = head_dim ** -0.5
+    per_key = jump / 128 / (scale * 1.4426950408889634)  # raw score step per key
+    ramp = (sk - torch.arange(sk, device="cuda", dtype=torch.float32)) * per_key / 8
+    q[..., 0] = 8.0
+    k[..., 0] = ramp[None, :, None].to(dtype)
+    check_fwd(q, k, v, causal=causal)
+
+
 def test_fwd_custom_scale_and_large_batch():
     check_fwd(rand(64, 65, 2, 64), rand(64, 65, 2, 64), rand(64, 65, 2, 64), scale=0.3)
 

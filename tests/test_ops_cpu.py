@@ -44,6 +44,13 @@ def test_attention_on_cpu_tensors_says_it_needs_a_gpu():
         cudadent42.flash_attn_func(q, q, q)
 
 
+@pytest.mark.parametrize("scale", [-0.125, float("nan"), float("inf")])
+def test_attention_rejects_a_negative_or_non_finite_scale(scale):
+    q = t(1, 16, 4, 64)
+    with pytest.raises(ValueError, match="softmax_scale must be a finite number >= 0"):
+        cudadent42.flash_attn_func(q, q, q, softmax_scale=scale)
+
+
 def test_gemm_on_cpu_tensors_says_it_needs_a_gpu():
     a = t(64, 64)
     with pytest.raises(cudadent42.UnsupportedDeviceError, match="CUDA device"):

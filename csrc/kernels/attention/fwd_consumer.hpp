@@ -70,6 +70,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
                                typename T::PipelineKV& pipe_k, typename T::PipelineKV& pipe_v) {
   using namespace cute;
   using Element = typename T::Element;
+  using Softmax = OnlineSoftmax<T::kBlockN, T::kHeadDim, T::kSkipUnmovedRescale>;
   auto const& a = p.args;
   int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255 across both consumers
   int const lane = tidx % 32;
@@ -110,8 +111,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   // `masked` is a std::bool_constant on the fast paths (the mask code is
   // compiled out of the unmasked loop, which keeps its register pressure
   // down) or a plain bool for a block whose kind is only known at run time.
-  auto scores_to_probs = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                             auto masked, float correction[2]) {
+  auto scores_to_probs = [&](TileInfo<T> const& bi, Softmax& softmax, int n, auto masked, float correction[2]) {
     if constexpr (T::kSoftcap) {
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) tSrS(i) = a.softcap * fast_tanh(tSrS(i) * p.softcap_in);
@@ -148,8 +148,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   // that step's QK wgmma instead of between a PV's retirement and the next
   // issue (FlashAttention-3's RescaleOBeforeGemm).
   float correction[2];
-  auto overlap_first = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                           auto masked) {
+  auto overlap_first = [&](TileInfo<T> const& bi, Softmax& softmax, int n, auto masked) {
     pipe_k.consumer_wait(k_state);
     take_turn();
     issue_qk(k_state.index());
@@ -158,13 +157,12 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     scores_to_probs(bi, softmax, n, masked, correction);
     probs_to_regs();
   };
-  auto overlap_step = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                          auto masked) {
+  auto overlap_step = [&](TileInfo<T> const& bi, Softmax& softmax, int n, auto masked) {
     pipe_k.consumer_wait(k_state);
     pipe_v.consumer_wait(v_state);
     take_turn();
     issue_qk(k_state.index());
-    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);  // for the max of block n+1
+    Softmax::rescale(tOrO, correction);  // for the max of block n+1
     issue_pv(v_state.index());  // P of block n+1
     pass_turn();
     wait_qk(1);                 // S(n) ready; PV(n+1) still running
@@ -182,7 +180,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   auto overlap_last = [&] {
     pipe_v.consumer_wait(v_state);
     take_turn();
-    OnlineSoftmax<T::kBlockN, T::kHeadDim>::rescale(tOrO, correction);
+    Softmax::rescale(tOrO, correction);
     issue_pv(v_state.index());
     pass_turn();
     warpgroup_wait<0>();
@@ -190,8 +188,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   };
   // Serial block: S, softmax, rescale O, then P V with nothing overlapping
   // inside the warpgroup (the other warpgroup's GEMMs still fill the gaps).
-  auto serial_block = [&](TileInfo<T> const& bi, OnlineSoftmax<T::kBlockN, T::kHeadDim>& softmax, int n,
-                          auto masked) {
+  auto serial_block = [&](TileInfo<T> const& bi, Softmax& softmax, int n, auto masked) {
     overlap_first(bi, softmax, n, masked);
     overlap_last();
   };
@@ -211,7 +208,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     sched.coords(w.tile, m_block, head, batch);
     TileInfo<T> const bi = piece_info<T>(a, batch, m_block, w);
 
-    OnlineSoftmax<T::kBlockN, T::kHeadDim> softmax;
+    Softmax softmax;
     clear(tOrO);
     pipe_q.consumer_wait(q_state);
     // Blocks are walked from the last: [n_hi, max) need the mask at the top

@@ -53,6 +53,11 @@ struct FwdTraits {
   // (warpgroup_wait_after); false lets ptxas hoist that wait (measured per
   // config: benchmarks/NOTES.md, session 6).
   static constexpr bool kSoftmaxUnderPV = SoftmaxUnderPV_;
+  // Warps whose rows kept their running max skip O's rescale (softmax.hpp,
+  // kStaleMaxLog2). Only with the softmax under PV: where ptxas places the
+  // PV wait the skip's branch measured -1% (D=64) to -3% (D=128 causal), and
+  // +3-11% at D=128 non-causal and D=256 with it (NOTES, session 9).
+  static constexpr bool kSkipUnmovedRescale = SoftmaxUnderPV_;
   // Register split (setmaxnreg) between the producer warpgroup and the two
   // consumers. The kernel is compiled at 168 registers/thread (384 threads,
   // 1 CTA/SM), and a consumer's setmaxnreg.inc only completes once the

@@ -43,7 +43,7 @@ CUTE_DEVICE float fast_exp2(float x) {
 // Value index of (column pair c, row half h, column block b) in a fragment.
 CUTE_HOST_DEVICE constexpr int frag_index(int c, int h, int b) { return c + 2 * h + 4 * b; }
 
-template <int BlockN, int HeadDim>
+template <int BlockN, int HeadDim, bool SkipUnmovedRescale = true>
 struct OnlineSoftmax {
   static constexpr int kColBlocksS = BlockN / 8;
   static constexpr int kColBlocksO = HeadDim / 8;
@@ -58,10 +58,22 @@ struct OnlineSoftmax {
     }
   }
 
+  // With SkipUnmovedRescale (FlashAttention-4's conditional rescale) the
+  // running max moves only when a row's new max exceeds it by more than
+  // kStaleMaxLog2 after scaling, in log2 units. Below that, P is taken
+  // against the stale max, so its values reach at most 2^8 = 256 (exact
+  // enough in fp32, in range for bf16/fp16 P; the row sum and O stay
+  // consistent with the max actually used), and O needs no rescale. Past
+  // the first few blocks of a row the max rarely jumps that far, so most
+  // blocks skip the O multiply (D/2 FMULs per thread). Without it the max
+  // is exact and O is rescaled every block.
+  static constexpr float kStaleMaxLog2 = 8.f;
+
   // S (raw scores, masked entries -inf) -> P = exp2(S*scale - max*scale) in
   // place. Returns, per row, the factor by which O must be rescaled for the
-  // new running max (the caller applies it once the PV wgmma reading O has
-  // completed, so the exponentials overlap that wgmma).
+  // new running max (exactly 1 where a stale max stayed; the caller applies it
+  // once the PV wgmma reading O has completed, so the exponentials overlap
+  // that wgmma).
   template <class TensorS>
   CUTE_DEVICE void update(TensorS& S, float scale_log2, float correction[2]) {
     CUTE_UNROLL
@@ -72,11 +84,21 @@ struct OnlineSoftmax {
         m = fmaxf(m, fmaxf(S(frag_index(0, h, b)), S(frag_index(1, h, b))));
       }
       m = quad_max(m);
+      if constexpr (SkipUnmovedRescale) {
+        // Quad-uniform (m is the quad's max). The first finite max always
+        // moves it (also at softmax_scale 0); a row with nothing visible yet
+        // keeps -inf.
+        bool const moves =
+            m > row_max[h] && (row_max[h] == -INFINITY || (m - row_max[h]) * scale_log2 > kStaleMaxLog2);
+        correction[h] = moves ? fast_exp2(row_max[h] * scale_log2 - m * scale_log2) : 1.f;  // 0 on the first block
+        if (moves) row_max[h] = m;
+      } else {  // exact max: no test on the softmax's path where nothing is skipped
+        correction[h] = fast_exp2(row_max[h] * scale_log2 - (m == -INFINITY ? 0.f : m * scale_log2));
+        row_max[h] = m;
+      }
       // A row with no visible key so far keeps max -inf: use 0 as the
       // exponent offset so exp2(-inf - 0) = 0 instead of NaN.
-      float const m_scaled = m == -INFINITY ? 0.f : m * scale_log2;
-      correction[h] = fast_exp2(row_max[h] * scale_log2 - m_scaled);  // 0 on the first block
-      row_max[h] = m;
+      float const m_scaled = row_max[h] == -INFINITY ? 0.f : row_max[h] * scale_log2;
       float sum = 0.f;
       CUTE_UNROLL
       for (int b = 0; b < kColBlocksS; ++b) {
@@ -91,8 +113,13 @@ struct OnlineSoftmax {
     }
   }
 
+  // O *= correction per row; with SkipUnmovedRescale, skipped by a warp none
+  // of whose rows moved its max (the common case, see kStaleMaxLog2).
   template <class TensorO>
   CUTE_DEVICE static void rescale(TensorO& O, float const correction[2]) {
+    if constexpr (SkipUnmovedRescale) {
+      if (!__any_sync(0xffffffff, correction[0] != 1.f || correction[1] != 1.f)) return;
+    }
     CUTE_UNROLL
     for (int h = 0; h < 2; ++h) {
       CUTE_UNROLL

@@ -31,8 +31,10 @@ class AttnFwdConfig:
     softcap: bool = False
     varlen: bool = False
     # Softmax of block n under the PV wgmma of block n+1 (FlashAttention-3's
-    # intra-warpgroup overlap). False leaves ptxas free to place the PV wait,
-    # which it puts ahead of the softmax (name suffix "_pvwait").
+    # intra-warpgroup overlap), with warps whose rows kept their max skipping
+    # O's rescale (softmax.hpp). False leaves ptxas free to place the PV
+    # wait, which it puts ahead of the softmax, and rescales O every block
+    # (name suffix "_pvwait").
     softmax_under_pv: bool = True
 
     family = "attn-fwd"

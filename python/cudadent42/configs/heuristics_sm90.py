@@ -36,16 +36,15 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
 
 def _softmax_under_pv(head_dim: int, mask: str) -> bool:
     """Whether the overlapped step waits for its PV wgmma only after the
-    softmax. H200, session 6, 3 reps at S = 4k/8k: on at D=256 (+4-6%: its
-    O rescale is as long as the exponentials) and D=128 without a mask (+0-3%);
-    off at D=64 (+5-10% off: the PV GEMM is short, and the P conversion
-    interleaves with the exponentials only when ptxas may place the wait) and
-    D=128 causal (+1-3% off). D=96 follows D=128, D=192 follows D=256."""
-    if head_dim <= 64:
-        return False
-    if head_dim <= 128:
-        return mask == "none"
-    return True
+    softmax, which also turns on the O-rescale skip (FwdTraits). H200: off at
+    D=64 (session 6: +5-10% off, the PV GEMM is short and the P conversion
+    interleaves with the exponentials only when ptxas may place the wait;
+    session 9, with the skip: still 2-4% better off); on at D=128 and D=256
+    (session 9, 2 reps at 4k-16k: D=128 causal +2-6% over off, which had won
+    by 1-3% before the skip existed; D=256 +5-11%, D=128 non-causal +2-3%
+    from the skip). D=96 follows D=128, D=192 follows D=256."""
+    del mask  # the same choice for every mask since session 9
+    return head_dim > 64
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):

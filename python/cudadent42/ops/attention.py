@@ -224,6 +224,10 @@ def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap,
             return _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config,
                         deterministic=deterministic)
     varlen = cu_q is not None
+    # The kernel takes each row's max of the raw scores as the max of the
+    # scaled ones, which holds for a scale >= 0 only.
+    if softmax_scale is not None and not (math.isfinite(softmax_scale) and softmax_scale >= 0):
+        raise ValueError(f"attention: softmax_scale must be a finite number >= 0, got {softmax_scale}")
     check_fwd_inputs(q, k, v, varlen)
     if softcap < 0:
         raise ValueError(f"attention: softcap must be >= 0, got {softcap}")
