@@ -2,14 +2,11 @@
 standard grid: B*S = 16384 tokens, H*D = 2048, bf16, causal and not."""
 from __future__ import annotations
 
-import math
-import statistics
-
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .timing import bench_ms, interleaved_ms, tflops
+from .timing import bench_ms, interleaved_ms, median_of_rounds, tflops
 
 SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
 HEAD_DIMS = (64, 128, 256)
@@ -32,11 +29,6 @@ def _sdpa_ms(backend, q, k, v, causal):
 IMPLS = ("ours", "cudnn", "fa2")
 
 
-def _median(xs):
-    xs = [x for x in xs if not math.isnan(x)]
-    return statistics.median(xs) if xs else float("nan")
-
-
 def make_row(b, h, s, d, causal, flops, runs: dict) -> dict:
     """One benchmark cell from {impl: [ms per round]} (impl in IMPLS): the
     median time over rounds, TFLOP/s, ratios vs the two SDPA backends, and
@@ -44,7 +36,7 @@ def make_row(b, h, s, d, causal, flops, runs: dict) -> dict:
     could have moved the cell)."""
     row = dict(batch=b, heads=h, seqlen=s, head_dim=d, causal=causal, rounds=len(runs["ours"]))
     for impl in IMPLS:
-        row[f"{impl}_ms"] = _median(runs[impl])
+        row[f"{impl}_ms"] = median_of_rounds(runs[impl])
         row[f"{impl}_ms_rounds"] = runs[impl]
         row[f"{impl}_tflops"] = tflops(flops, row[f"{impl}_ms"])
     row["vs_cudnn"] = row["ours_tflops"] / row["cudnn_tflops"]

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import HEAD_DIMS, SEQLENS, _median, format_row, fwd_flops, grid, make_row
-from .timing import bench_ms, interleaved_ms
+from .attention import HEAD_DIMS, SEQLENS, format_row, fwd_flops, grid, make_row
+from .timing import bench_ms, interleaved_ms, median_of_rounds
 
 
 def bwd_flops(b, h, s, d, causal):
@@ -89,7 +89,7 @@ def training_call_ms(rounds=3, log=print) -> dict:
 
     res = {}
     runs = interleaved_ms({"ours": lambda: bench_ms(ours, graph=False), "cudnn": cudnn_ms}, rounds)
-    res.update(ours_ms=_median(runs["ours"]), cudnn_ms=_median(runs["cudnn"]), rounds=runs)
+    res.update(ours_ms=median_of_rounds(runs["ours"]), cudnn_ms=median_of_rounds(runs["cudnn"]), rounds=runs)
     log(f"training-shaped call (B=4, S=4096, 32q/8kv heads, D=128, causal), fwd+bwd: ours {res['ours_ms']:.3f} ms, "
         f"SDPA cuDNN {res['cudnn_ms']:.3f} ms")
     return res
@@ -107,6 +107,6 @@ def deterministic_cost(rounds=3, log=print) -> dict:
     runs = interleaved_ms({det: (lambda det=det: bench_ms(
         lambda: attn_bwd(dout, q, k, v, out, lse, causal=True, deterministic=det), graph=False))
         for det in (False, True)}, rounds)
-    res = {det: _median(runs[det]) for det in (False, True)}
+    res = {det: median_of_rounds(runs[det]) for det in (False, True)}
     log(f"deterministic backward: {res[True]:.3f} ms vs {res[False]:.3f} ms ({res[True] / res[False]:.2f}x)")
     return {"default_ms": res[False], "deterministic_ms": res[True]}

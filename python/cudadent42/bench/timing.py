@@ -89,6 +89,12 @@ def interleaved_ms(timers: dict, rounds: int = 3) -> dict:
     return runs
 
 
+def median_of_rounds(ms: list) -> float:
+    """Median over interleaved_ms's rounds, NaN rounds (refused) left out."""
+    ms = [x for x in ms if not math.isnan(x)]
+    return statistics.median(ms) if ms else float("nan")
+
+
 def warm_up_gpu(seconds: float = 2.0) -> None:
     """Run matmuls for a while so clocks leave their idle state before timing
     (the first shapes of a cold run otherwise read 20-30% low)."""
