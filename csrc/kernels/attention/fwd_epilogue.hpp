@@ -8,8 +8,9 @@
 //   the pair's address.
 // - Straight from registers to global memory, 4-byte row-predicated stores:
 //   a varlen tile that ends inside its sequence (TMA would write into the
-//   next sequence's rows), and the configs whose O would have to reuse Q's
-//   buffer (D=256). There, staging O in Q's buffer kept the next tile's Q
+//   next sequence's rows), the configs whose O would have to reuse Q's
+//   buffer (D=256), and D=64 (no barrier across the consumers, FwdTraits::
+//   kSeparateO). At D=256, staging O in Q's buffer kept the next tile's Q
 //   load waiting for this tile's O store to be read out of shared memory;
 //   without staging, Q is released after the tile's last QK and the next Q
 //   lands under the last PV and this epilogue.

@@ -134,9 +134,14 @@ struct FwdTraits {
   static constexpr int kQElems = cute::cosize_v<SmemLayoutQ>;
   static constexpr int kKVBytesAllStages =
       2 * int(cute::cosize_v<SmemLayoutK> * sizeof(Element));
-  // O gets its own buffer when it fits, for a staged TMA store. Otherwise
-  // (D=256) O is stored from registers (fwd_epilogue.hpp).
-  static constexpr bool kSeparateO = 2 * kQElems * int(sizeof(Element)) + kKVBytesAllStages + 2048 <= 227 * 1024;
+  // O gets its own buffer, for a staged TMA store, when it fits and D > 64.
+  // Otherwise O is stored from registers (fwd_epilogue.hpp): at D=256 for
+  // lack of room; at D=64 because the staged store's two barriers over both
+  // consumer warpgroups put them in lockstep at every tile's end, which cost
+  // more than the 4-byte stores (H200, session 9: +1-6% from registers at
+  // D=64, short tiles and causal most; -2-4% at D=128).
+  static constexpr bool kSeparateO =
+      kHeadDim > 64 && 2 * kQElems * int(sizeof(Element)) + kKVBytesAllStages + 2048 <= 227 * 1024;
 
   struct SharedStorage {
     alignas(1024) cute::ArrayEngine<Element, kQElems> Q;

@@ -67,9 +67,9 @@ class AttnFwdConfig:
         return repr(self)
 
     def separate_o(self) -> bool:
-        """O gets its own smem buffer when it fits (mirrors FwdTraits::kSeparateO)."""
+        """O gets its own smem buffer when it fits and D > 64 (mirrors FwdTraits::kSeparateO)."""
         e = 2
-        return 2 * BLOCK_M * self.head_dim * e + 2 * self.block_n * self.head_dim * self.stages * e + 2048 \
+        return self.head_dim > 64 and 2 * BLOCK_M * self.head_dim * e + 2 * self.block_n * self.head_dim * self.stages * e + 2048 \
             <= SMEM_LIMIT_BYTES
 
     def smem_bytes(self) -> int:
