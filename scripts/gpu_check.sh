@@ -58,7 +58,7 @@ if [ -n "${SWEEPS:-}" ]; then
 fi
 
 for d in "$CUDADENT42_CACHE_DIR"/gemm_* "$CUDADENT42_CACHE_DIR"/attn_*; do
-  [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'smem', m.get('dynamic_smem_bytes', 0) + m.get('smem_bytes', 0), 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
+  [ -f "$d/meta.json" ] && python3 -c "import json; m=json.load(open('$d/meta.json')); print(m['name'], 'regs', m['registers'], 'dyn_smem', m.get('dynamic_smem_bytes', 0), 'static_smem', m.get('smem_bytes', 0), 'spills', m['spill_stores'], m['spill_loads'], 'serialized', m['serialized'])"
 done 2>&1 | tee "$OUT/ptxas_summary.log"
 # The device hands back a limited number of files: keep the two summaries
 # and pack everything else (logs, sweep CSV/JSON/PNG, training curves).
