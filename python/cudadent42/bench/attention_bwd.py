@@ -80,6 +80,8 @@ def training_call_ms(rounds=3, log=print) -> dict:
             o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
         torch.autograd.grad(o, (qt, kt, vt), doutt)
 
+    res = {}
+
     def cudnn_ms():
         try:
             return bench_ms(cudnn, graph=False)
@@ -87,7 +89,6 @@ def training_call_ms(rounds=3, log=print) -> dict:
             res["cudnn_error"] = str(e).splitlines()[0]
             return float("nan")
 
-    res = {}
     runs = interleaved_ms({"ours": lambda: bench_ms(ours, graph=False), "cudnn": cudnn_ms}, rounds)
     res.update(ours_ms=median_of_rounds(runs["ours"]), cudnn_ms=median_of_rounds(runs["cudnn"]), rounds=runs)
     log(f"training-shaped call (B=4, S=4096, 32q/8kv heads, D=128, causal), fwd+bwd: ours {res['ours_ms']:.3f} ms, "

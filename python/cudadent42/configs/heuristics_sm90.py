@@ -34,7 +34,7 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
                          block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap, varlen=varlen)
 
 
-def _softmax_under_pv(head_dim: int, mask: str) -> bool:
+def _softmax_under_pv(head_dim: int) -> bool:
     """Whether the overlapped step waits for its PV wgmma only after the
     softmax, which also turns on the O-rescale skip (FwdTraits). H200: off at
     D=64 (session 6: +5-10% off, the PV GEMM is short and the P conversion
@@ -42,8 +42,8 @@ def _softmax_under_pv(head_dim: int, mask: str) -> bool:
     session 9, with the skip: still 2-4% better off); on at D=128 and D=256
     (session 9, 2 reps at 4k-16k: D=128 causal +2-6% over off, which had won
     by 1-3% before the skip existed; D=256 +5-11%, D=128 non-causal +2-3%
-    from the skip). D=96 follows D=128, D=192 follows D=256."""
-    del mask  # the same choice for every mask since session 9
+    from the skip). D=96 follows D=128, D=192 follows D=256; the same for
+    every mask since session 9."""
     return head_dim > 64
 
 
@@ -52,4 +52,4 @@ def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen:
 
     block_n, stages = _ATTN_FWD_TILES[head_dim]
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
-                         softcap=softcap, varlen=varlen, softmax_under_pv=_softmax_under_pv(head_dim, mask))
+                         softcap=softcap, varlen=varlen, softmax_under_pv=_softmax_under_pv(head_dim))
