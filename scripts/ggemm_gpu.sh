@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# GPU machine: build every grouped-GEMM config in parallel, run its GPU
+# tests, then its benchmark; logs under $OUT.
+set -uo pipefail
+source "$(dirname "$0")/gpu_env.sh"
+python3 - <<'PY' 2>&1 | tee "$OUT/ggemm_build.log"
+import os
+from cudadent42.configs.grouped_gemm import GroupedGemmConfig
+from cudadent42.jit import build
+cfgs = [GroupedGemmConfig(mode=m, a_major=am, b_major=bm, tile_n=n, stages=s)
+        for m in ("m", "n", "k", "none") for am in ("k", "m") for bm in ("k", "n") for n, s in ((256, 4), (128, 6))]
+res = build(cfgs, jobs=os.cpu_count(), progress=False)
+print(sum(r.ok for r in res), "of", len(res), "built;", [r.error for r in res if not r.ok][:2])
+PY
+CUDADENT42_INSTAFAIL=1 timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -rs -p no:cacheprovider tests/test_grouped_gemm_gpu.py "$@" 2>&1 | tee "$OUT/ggemm_tests.log"
+if [ -z "${SKIP_BENCH:-}" ]; then
+timeout ${BENCH_TIMEOUT:-240} python3 -c "
+import json, sys
+from cudadent42.bench.grouped_gemm import run_grouped_gemm_bench
+rows = run_grouped_gemm_bench(quick=${QUICK:-True})
+json.dump(rows, open('$OUT/ggemm_bench.json', 'w'), indent=1)
+" 2>&1 | tee "$OUT/ggemm_bench.log"
+fi
