@@ -206,7 +206,9 @@ def test_missing_ncu_is_a_clear_error(monkeypatch):
 
 def test_missing_ncu_from_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(prof.shutil, "which", lambda name: None)
-    monkeypatch.setattr(prof, "top_configs", lambda *a, **k: pytest.fail("swept before checking for ncu"))
+    from cudadent42.tune import sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "top_configs", lambda *a, **k: pytest.fail("swept before checking for ncu"))
     assert cli.main(["profile", "attn-fwd", "--config", ATTN_CFG, "--top", "3"]) == 2
     assert "not found on PATH" in capsys.readouterr().err
 
@@ -343,14 +345,14 @@ def test_top_configs_from_sweep_json(tmp_path, monkeypatch):
     points = [dict(config=n, status=s) for n, s in (("x", "timed"), ("y", "timed"), ("z", "wrong result"),
                                                    ("w", "timed"))]
     (tmp_path / "sweep.json").write_text(json.dumps({"family": "attn-fwd", "problem": ATTN_P, "points": points}))
-    assert prof.top_configs("attn-fwd", ATTN_P, 2, out_dir=str(tmp_path), log=lambda *_: None) == ["x", "y"]
-    assert prof.top_configs("attn-fwd", dict(ATTN_P, seqlen=4096), 5, out_dir=str(tmp_path),
+    assert sweep_mod.top_configs("attn-fwd", ATTN_P, 2, out_dir=str(tmp_path), log=lambda *_: None) == ["x", "y"]
+    assert sweep_mod.top_configs("attn-fwd", dict(ATTN_P, seqlen=4096), 5, out_dir=str(tmp_path),
                             log=lambda *_: None) == ["x", "y", "w"]  # sizes differ: same kernels, noted
     swept = []
     monkeypatch.setattr(sweep_mod, "sweep", lambda family, problem, **kw: swept.append(problem) or
                         [sweep_row("fresh", 1.0), sweep_row("bad", 2.0, status="wrong result")])
     other = dict(ATTN_P, head_dim=64)  # another kernel: the file does not apply
-    assert prof.top_configs("attn-fwd", other, 3, out_dir=str(tmp_path), log=lambda *_: None) == ["fresh"]
+    assert sweep_mod.top_configs("attn-fwd", other, 3, out_dir=str(tmp_path), log=lambda *_: None) == ["fresh"]
     assert swept == [other]
 
 

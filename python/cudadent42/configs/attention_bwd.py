@@ -9,7 +9,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .base import DTYPES, SMEM_LIMIT_BYTES, check, generated_header, round_up
+from .base import DTYPES, SMEM_LIMIT_BYTES, ConfigError, check, generated_header, round_up
 
 BWD_HEAD_DIMS = (64, 96, 128, 192, 256)
 WIDE_HEAD_DIMS = (192, 256)  # dK + dV of 64 keys x D (D regs/thread) do not fit: split D (bwd_wide_traits.hpp)
@@ -53,8 +53,6 @@ class AttnBwdConfig:
     @classmethod
     @functools.lru_cache(maxsize=64)
     def from_name(cls, name: str) -> "AttnBwdConfig":
-        from .base import ConfigError
-
         m = _NAME_RE.match(name)
         if not m:
             raise ConfigError(f"not an attention-backward config name: {name!r} (expected e.g. {cls().name})")

@@ -6,6 +6,8 @@ stages) keeps the tensor cores fed on large problems; narrow outputs use a
 """
 from __future__ import annotations
 
+from .attention import AttnFwdConfig
+from .attention_bwd import AttnBwdConfig
 from .gemm import GemmConfig
 
 
@@ -28,8 +30,6 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
     """Backward: 128 query rows per step at D=64 (half-size GEMMs there leave
     the per-step barriers and stores exposed with 64), 64 rows otherwise and
     with softcap (its tanh derivative, kept from P to dS, spills at 128)."""
-    from .attention_bwd import AttnBwdConfig
-
     return AttnBwdConfig(dtype=dtype, head_dim=head_dim, mask=mask, deterministic=deterministic,
                          block_m=128 if head_dim == 64 and not softcap else 64, softcap=softcap, varlen=varlen)
 
@@ -48,8 +48,6 @@ def _softmax_under_pv(head_dim: int) -> bool:
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):
-    from .attention import AttnFwdConfig
-
     block_n, stages = _ATTN_FWD_TILES[head_dim]
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
                          softcap=softcap, varlen=varlen, softmax_under_pv=_softmax_under_pv(head_dim))

@@ -131,8 +131,8 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
                              f"{t.storage_offset()})")
     dtype = _DTYPES[q.dtype]
     cfg = AttnFwdConfig.from_name(config) if config else select(
-        "attn-fwd", gpu_name(q.device), dtype=dtype, head_dim=q.shape[-1], mask=mask, softcap=softcap > 0,
-        varlen=varlen, seqlen=max_sq if varlen else q.shape[1],
+        "attn-fwd", gpu_name(q.device), run=tuning_run, dtype=dtype, head_dim=q.shape[-1], mask=mask,
+        softcap=softcap > 0, varlen=varlen, seqlen=max_sq if varlen else q.shape[1],
         sizes=dict(batch=cu_q.shape[0] - 1 if varlen else q.shape[0], heads=q.shape[-2]))
     if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) != (dtype, q.shape[-1], mask, softcap > 0, varlen):
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
@@ -205,15 +205,6 @@ def _alloc_outputs(q, cu_seqlens_q):
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
       window_right, softcap, mask, config, deterministic=False):
     return _alloc_outputs(q, cu_seqlens_q)
-
-
-def _register_backward():
-    from . import attention_bwd  # imports this module: register after _attn_fwd_op exists
-
-    _attn_fwd_op.register_autograd(attention_bwd.backward, setup_context=attention_bwd.setup_context)
-
-
-_register_backward()
 
 
 def _run(q, k, v, cu_q, cu_k, max_sq, max_sk, softmax_scale, mask_spec, softcap, config, autotune=None,
@@ -295,3 +286,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         spec = ("none", UNBOUNDED, UNBOUNDED)
     out = _run(q, k, v, None, None, sq, sk, scale, spec, 0.0, None)[0]
     return out.transpose(1, 2)
+
+
+def tuning_run(cfg: AttnFwdConfig, case: dict) -> torch.Tensor:
+    """run(config, case) of the attn-fwd family (families/attn_fwd.py): what sweeps and autotuning time."""
+    return flash_attn_func(case["q"], case["k"], case["v"], causal=case["causal"], softcap=case["softcap"], config=cfg)

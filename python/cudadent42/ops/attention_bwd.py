@@ -17,8 +17,11 @@ import math
 import torch
 
 from ..configs.attention_bwd import BWD_HEAD_DIMS, AttnBwdConfig
-from ..runtime import check_rc, kernel_range, require_hopper, stream_handle
-from .attention import _DTYPES, _check_tensor, _mask_kind, check_cu_seqlens, check_fwd_inputs, set_strides
+from ..configs.heuristics_sm90 import attn_bwd_config
+from ..configs.select import select
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
+from .attention import (_DTYPES, _attn_fwd_op, _check_tensor, _mask_kind, check_cu_seqlens, check_fwd_inputs,
+                        set_strides)
 
 
 class _BwdArgs(ctypes.Structure):
@@ -199,12 +202,7 @@ def _pick_config(config, dtype: str, head_dim: int, mask: str, deterministic: bo
                              f"varlen={varlen})")
         return cfg
     if softcap:  # no tuned entries for softcap (and the tuned block_m may not apply)
-        from ..configs.heuristics_sm90 import attn_bwd_config
-
         return attn_bwd_config(dtype, head_dim, mask, deterministic, softcap=True, varlen=varlen)
-    from ..configs.select import select
-    from ..runtime import gpu_name
-
     cfg = select("attn-bwd", gpu_name(device), dtype=dtype, head_dim=head_dim, mask=mask,
                  deterministic=deterministic, seqlen=seqlen)
     # Varlen runs the dense problem's tiles (tuned on dense inputs).
@@ -253,3 +251,14 @@ def backward(ctx, grad_out, grad_lse):
     dq, dk, dv = _attn_bwd_op(grad_out.contiguous(), q, k, v, out, lse, cu_q, cu_k, ctx.max_sq, ctx.max_sk,
                               ctx.scale, ctx.left, ctx.right, ctx.softcap, ctx.mask, ctx.deterministic)
     return (dq, dk, dv) + (None,) * (ctx.n_inputs - 3)
+
+
+# The forward op's autograd is registered here, not in ops/attention.py, so
+# that the forward module does not import this one (which imports it).
+_attn_fwd_op.register_autograd(backward, setup_context=setup_context)
+
+
+def tuning_run(cfg: AttnBwdConfig, case: dict):
+    """run(config, case) of the attn-bwd family (families/attn_bwd.py): what sweeps time."""
+    return attn_bwd(case["dout"], case["q"], case["k"], case["v"], case["out"], case["lse"], causal=case["causal"],
+                    deterministic=case["deterministic"], config=cfg)

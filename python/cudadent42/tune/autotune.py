@@ -21,6 +21,9 @@ import warnings
 
 import torch
 
+from .. import families
+from . import sweep, table
+
 ENV = "CUDADENT42_AUTOTUNE"
 _local = threading.local()  # autotune=True from an API call, for the duration of that call
 _tried: set = set()
@@ -62,27 +65,18 @@ def _env_num(name: str, default: float) -> float:
 
 
 def tuning_problem(family: str, problem: dict, sizes: dict) -> dict | None:
-    """The sweep problem for this call, or None if the family/variant is not tunable. Attention
-    batch x heads is capped so the fp32 reference check stays within ~4 GB (the key ignores both)."""
-    if family == "gemm":
-        return dict(problem, **sizes)
-    if problem["varlen"] or problem["mask"] == "local":
-        return None
-    s = problem["seqlen"]
-    bh_max = max(1, (1 << 30) // max(s * s, 1))
-    heads = min(sizes["heads"], bh_max)
-    batch = max(1, min(sizes["batch"], bh_max // heads))
-    return dict(problem, batch=batch, heads=heads)
+    """The sweep problem for this call (the family's tuning_problem), or None if the variant is not
+    tunable on first use. Attention caps batch x heads so the fp32 reference check stays small."""
+    return families.get(family).tuning_problem(problem, sizes)
 
 
-def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=None) -> str | None:
+def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=None, run=None) -> str | None:
     """Config name of a fresh tuning run for this problem class, or None (not enabled, not safe
-    now, already tried, not tunable, or nothing correct was timed)."""
+    now, already tried, not tunable, or nothing correct was timed). `run` is the op's
+    run(config, case) that the sweep times (families/registry.py)."""
     if sizes is None or not enabled() or not safe_now():
         return None
-    from .table import problem_key
-
-    key = (gpu, problem_key(family, **problem))
+    key = (gpu, table.problem_key(family, **problem))
     with _lock:
         if key in _tried:
             return None
@@ -90,15 +84,13 @@ def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=Non
     tp = tuning_problem(family, problem, sizes)
     if tp is None:
         return None
-    from .sweep import tune
-
     budget = _env_num("CUDADENT42_AUTOTUNE_BUDGET_S", 120)
     points = int(_env_num("CUDADENT42_AUTOTUNE_POINTS", 8))
     say = log or (lambda msg: None)
     warnings.warn(f"cudadent42: autotuning {key[1]} on {gpu} (up to {points} configs, {budget:.0f} s of timing; "
                   f"{ENV}=0 turns this off)", stacklevel=4)
     try:
-        best = tune(family, tp, limit=points, deadline=time.time() + budget, log=say)
+        best = sweep.tune(family, tp, run=run, limit=points, deadline=time.time() + budget, log=say)
     except Exception as e:  # noqa: BLE001 - tuning must never break the call that triggered it
         warnings.warn(f"cudadent42: autotuning {key[1]} failed ({e}); using the heuristic", stacklevel=4)
         return None

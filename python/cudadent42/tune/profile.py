@@ -24,12 +24,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from .. import families
+from ..bench.timing import bench_ms, tflops, warm_up_gpu
+from ..jit import build, load
+from ..runtime import hopper_available
+
 NVTX_RANGE = "cd42_profile"  # profile_target.py wraps the profiled launch in this range
 TARGET_MODULE = "cudadent42.tune.profile_target"
 TARGET_ERROR = "cd42-profile-target:"  # profile_target.py prefixes its own failures with this
-# Substrings of the kernels' function names (csrc/kernels/*/: cd42::attn::attn_fwd_kernel<T>,
-# cd42::gemm::gemm_kernel<T>); unanchored, so they match the function, demangled and mangled names.
-KERNEL_REGEX = {"attn-fwd": "attn_fwd_kernel", "attn-bwd": "attn_bwd_kernel", "gemm": "gemm_kernel"}
 
 DURATION = "gpu__time_duration.sum"
 TENSOR = ("sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",  # every tensor pipe
@@ -79,7 +83,7 @@ def find_ncu() -> str:
 
 
 def ncu_command(family: str, config_name: str, problem: dict, *, ncu: str = "ncu", metrics=None,
-                warmup: int = 3) -> list[str]:
+                warmup: int = 3, runner: str | None = None) -> list[str]:
     """argv of one ncu run that profiles the last launch of `config_name`.
 
     Selection: the target launches the kernel warmup+1 times and only the
@@ -89,15 +93,20 @@ def ncu_command(family: str, config_name: str, problem: dict, *, ncu: str = "ncu
     fixed (correctness run, warm-ups, helper kernels from torch and cuBLAS
     for the reference), and a miscount would silently profile a warm-up or
     nothing. The kernel-name filter keeps helper kernels launched inside the
-    range (the attention tile counter's zero fill) out of the report.
+    range (the attention tile counter's zero fill) out of the report: it is
+    the family's kernel_regex, a substring of the kernel's function name
+    (unanchored, so it matches the function, demangled and mangled names).
+    `runner` ("module:function") overrides the family's run(config, case).
     """
+    fam = families.get(family)
     metrics = list(metrics if metrics is not None else METRICS + OPTIONAL_METRICS)
     problem_json = json.dumps(problem, sort_keys=True, separators=(",", ":"))
     return [ncu, "--clock-control", "none", "--csv", "--page", "raw", "--print-units", "base",
             "--nvtx", "--nvtx-include", f"{NVTX_RANGE}/",
-            "--kernel-name", f"regex:{KERNEL_REGEX[family]}", "--launch-count", "1",
+            "--kernel-name", f"regex:{fam.kernel_regex}", "--launch-count", "1",
             "--metrics", ",".join(metrics),
-            sys.executable, "-m", TARGET_MODULE, family, config_name, problem_json, "--warmup", str(warmup)]
+            sys.executable, "-m", TARGET_MODULE, fam.name, config_name, problem_json, "--warmup", str(warmup),
+            *(["--runner", runner] if runner else [])]
 
 
 # --------------------------------------------------------------------- parsing
@@ -260,10 +269,6 @@ def analyse(metrics: dict, flops: float, ceiling_tflops: float | None, spill_byt
 
 def measure_matmul_ceiling(n: int = 8192) -> float:
     """TFLOP/s of torch.matmul (cuBLAS) on n^3 bf16: the reachable ceiling on this GPU (GPU only)."""
-    import torch
-
-    from ..bench.timing import bench_ms, tflops, warm_up_gpu
-
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     warm_up_gpu(1.0)
@@ -284,7 +289,8 @@ def _tail(text: str, n: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _run_ncu(ncu, family, name, problem, timeout, warmup, log, raw_dir=None) -> tuple[dict | None, str | None]:
+def _run_ncu(ncu, family, name, problem, timeout, warmup, log, raw_dir=None,
+             runner=None) -> tuple[dict | None, str | None]:
     """(metrics of the one profiled kernel, None) or (None, why the target failed). With `raw_dir`,
     ncu's raw CSV output is kept there as ncu_raw_<config>.csv (evidence, and parser fixtures)."""
     env = dict(os.environ)
@@ -292,7 +298,7 @@ def _run_ncu(ncu, family, name, problem, timeout, warmup, log, raw_dir=None) -> 
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     tries = [METRICS] if _state["skip_optional"] else [METRICS + OPTIONAL_METRICS, METRICS]
     for i, metrics in enumerate(tries):
-        cmd = ncu_command(family, name, problem, ncu=ncu, metrics=metrics, warmup=warmup)
+        cmd = ncu_command(family, name, problem, ncu=ncu, metrics=metrics, warmup=warmup, runner=runner)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
@@ -311,30 +317,24 @@ def _run_ncu(ncu, family, name, problem, timeout, warmup, log, raw_dir=None) -> 
                 _state["skip_optional"] = True
                 log(f"note: ncu failed with {', '.join(OPTIONAL_METRICS)}; profiling without them")
             return rows[-1], None
-    raise ProfileError(f"ncu profiled no {KERNEL_REGEX[family]} launch for {name} (exit status {proc.returncode}; "
+    raise ProfileError(f"ncu profiled no {families.get(family).kernel_regex} launch for {name} (exit status {proc.returncode}; "
                        f"no kernel inside the NVTX range {NVTX_RANGE!r}?). Last output:\n{_tail(text)}")
 
 
 def _release_gpu_memory() -> None:
     """Each ncu child builds its own inputs and fp32 reference; memory cached by this process
     (a sweep's reference, the ceiling's matrices) would otherwise be missing there."""
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
 def _as_configs(family: str, configs) -> list:
-    from .space import CONFIG_CLASSES
-
-    cls = CONFIG_CLASSES[family]
-    return [cls.from_name(c) if isinstance(c, str) else c for c in configs]
+    fam = families.get(family)
+    return [fam.config_from_name(c) if isinstance(c, str) else c for c in configs]
 
 
 def _build_meta(configs) -> dict:
     """config name -> JIT cache meta (registers, spills), building first so nvcc never runs under ncu."""
-    from ..jit import build, load
-
     out = {}
     for cfg, res in zip(configs, build(configs, progress=False)):
         out[cfg.name] = load(cfg).meta if res.ok else {"error": res.error.splitlines()[0]}
@@ -347,21 +347,20 @@ REPORT_FIELDS = ("config", "status", "duration_us", "tflops", "pct_ceiling", "te
 
 
 def profile(family: str, problem: dict, configs=None, *, out_dir: str | None = None, timeout: int = 300,
-            warmup: int = 3, ceiling_tflops: float | None = None, log=print) -> list[dict]:
-    """Profile each config (default: the heuristic's) with ncu; one report row each, in the given order."""
-    from .sweep import default_config, flops
-
+            warmup: int = 3, ceiling_tflops: float | None = None, runner: str | None = None,
+            log=print) -> list[dict]:
+    """Profile each config (default: the heuristic's) with ncu; one report row each, in the given order.
+    The ncu target runs the configs with `runner` ("module:function", default: the family's runner)."""
+    fam = families.get(family)
     ncu = find_ncu()
-    cfgs = _as_configs(family, configs or [default_config(family, problem)])
+    cfgs = _as_configs(family, configs or [fam.heuristic(problem)])
     meta = _build_meta(cfgs)
     if ceiling_tflops is None:
-        from ..runtime import hopper_available
-
         ceiling_tflops = measure_matmul_ceiling() if hopper_available() else None
     _release_gpu_memory()
     if ceiling_tflops:
         log(f"%ceil is against a bf16 matmul ceiling of {ceiling_tflops:.0f} TFLOP/s")
-    fl = flops(family, problem)
+    fl = fam.flops(problem)
     rows = []
     for cfg in cfgs:
         m = meta[cfg.name]
@@ -372,7 +371,8 @@ def profile(family: str, problem: dict, configs=None, *, out_dir: str | None = N
         else:
             spills = m.get("spill_stores", 0) + m.get("spill_loads", 0)
             log(f"profiling {cfg.name} ...")
-            metrics, err = _run_ncu(ncu, family, cfg.name, problem, timeout, warmup, log, raw_dir=out_dir)
+            metrics, err = _run_ncu(ncu, family, cfg.name, problem, timeout, warmup, log, raw_dir=out_dir,
+                                    runner=runner)
             if err:
                 row.update(status="failed", error=err, spill_bytes=spills)
             else:
@@ -419,32 +419,7 @@ def write_report(rows, out: Path, family: str, problem: dict, ceiling_tflops) ->
         w.writerows(rows)
 
 
-# ------------------------------------------------------- choosing what to profile
-def top_configs(family: str, problem: dict, k: int, *, out_dir: str | None = None, log=print, **sweep_kw) -> list[str]:
-    """The k fastest correct configs: from `out_dir`/sweep.json when it holds a sweep of the same
-    kernel family and fixed fields, else from a fresh sweep (written to out_dir when given)."""
-    from .sweep import FIXED_FIELDS, sweep
-
-    path = Path(out_dir) / "sweep.json" if out_dir else None
-    if path is not None and path.exists():
-        data = json.loads(path.read_text())
-        same = data.get("family") == family and all(
-            data.get("problem", {}).get(f) == problem[f] for f in FIXED_FIELDS[family])
-        if same:
-            if data["problem"] != problem:
-                log(f"note: {path} was swept on {data['problem']}, profiling {problem}")
-            names = [p["config"] for p in data["points"] if p.get("status") == "timed"][:k]
-            if names:
-                log(f"top {len(names)} of {path}: {', '.join(names)}")
-                return names
-        log(f"{path} is a sweep of another problem or has no timed point: sweeping again")
-    rows = sweep(family, problem, out_dir=out_dir, log=log, **sweep_kw)
-    names = [r["config"] for r in rows if r["status"] == "timed"][:k]
-    if not names:
-        raise ProfileError("the sweep timed no config (no sm_90 GPU, or every point failed): nothing to profile")
-    return names
-
-
+# ------------------------------------------------------- tie-breaking a sweep
 def prune_by_profile(family: str, problem: dict, rows: list[dict], k: int = 3, band: float = 0.03,
                      log=print, **profile_kw) -> list[dict]:
     """Profile the k fastest timed rows of a sweep (best first) and use the profile as a tie-break.

@@ -1,24 +1,12 @@
-"""Template-parameter spaces of the kernel families, pruned statically."""
+"""Template-parameter spaces of the kernel families (families/*.py: `space`), pruned statically."""
 from __future__ import annotations
 
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..configs.attention import AttnFwdConfig
-from ..configs.attention_bwd import AttnBwdConfig
+from .. import families
 from ..configs.base import ConfigError
-from ..configs.gemm import GemmConfig
-
-# Every value the kernels accept; validate() decides which combinations fit.
-GEMM_SPACE = dict(wg_m=(64, 128), tile_n=(64, 128, 192, 256), stages=(2, 3, 4, 5, 6, 8), group_m=(1, 4, 8, 16))
-# softmax_under_pv: where the overlapped step waits for its PV wgmma (the
-# better placement differs by head dim and mask: NOTES.md, session 6).
-ATTN_FWD_SPACE = dict(block_n=(48, 64, 80, 96, 112, 128, 144, 160, 176, 192), stages=(2, 3, 4),
-                      softmax_under_pv=(True, False))
-ATTN_BWD_SPACE = dict(stages=(2, 3, 4), block_m=(64, 128))
-SPACES = {"gemm": GEMM_SPACE, "attn-fwd": ATTN_FWD_SPACE, "attn-bwd": ATTN_BWD_SPACE}
-CONFIG_CLASSES = {"gemm": GemmConfig, "attn-fwd": AttnFwdConfig, "attn-bwd": AttnBwdConfig}
 
 
 @dataclass
@@ -47,18 +35,32 @@ def _reason(err: ConfigError) -> str:
     return " + ".join(labels)
 
 
+def check_overrides(family: str, overrides: dict) -> None:
+    """ValueError naming a field that is not tunable in `family`, or a value of the wrong type."""
+    space = families.get(family).space
+    for key, values in overrides.items():
+        if key not in space:
+            raise ValueError(f"{family} has no tunable field {key!r}; tunable: {', '.join(space)}")
+        want = type(space[key][0])
+        for v in values:
+            if type(v) is not want:
+                raise ValueError(f"{family} field {key} takes {want.__name__} values (e.g. "
+                                 f"{','.join(str(x).lower() if want is bool else str(x) for x in space[key][:3])}); "
+                                 f"got {v!r}")
+
+
 def enumerate_space(family: str, fixed: dict, overrides: dict | None = None) -> Space:
     """All configs of `family` with the problem-determined fields in `fixed`
     (e.g. dtype, b_major / head_dim, mask, softcap, varlen) and the tunable
     fields taken from the family's space (or `overrides`, same keys)."""
-    if family not in SPACES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(SPACES)}")
-    cls = CONFIG_CLASSES[family]
-    space = dict(SPACES[family], **(overrides or {}))
-    out = Space(family)
+    fam = families.get(family)
+    overrides = overrides or {}
+    check_overrides(fam.name, overrides)
+    space = dict(fam.space, **overrides)
+    out = Space(fam.name)
     keys = list(space)
     for values in itertools.product(*(space[k] for k in keys)):
-        cfg = cls(**fixed, **dict(zip(keys, values)))
+        cfg = fam.config_class(**fixed, **dict(zip(keys, values)))
         try:
             out.candidates.append(cfg.validate())
         except ConfigError as e:

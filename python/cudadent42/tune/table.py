@@ -20,6 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .. import families
 from ..jit import toolchain
 
 FORMAT = 1
@@ -29,26 +30,10 @@ _user_cache: dict | None = None  # loaded once per process; record() keeps it cu
 version = 0  # bumped on every change, so callers may memoize lookups per version
 
 
-def _pow2_bucket(x: int) -> int:
-    b = 1
-    while b < x:
-        b *= 2
-    return b
-
-
 def problem_key(family: str, **p) -> str:
-    """Stable key of a problem class. Sizes are bucketed to powers of two so
-    one sweep covers the neighbourhood of the shape it ran on."""
-    if family == "gemm":
-        return (f"gemm|{p['dtype']}|b{p['b_major']}|m{_pow2_bucket(p['M'])}|n{_pow2_bucket(p['N'])}"
-                f"|k{_pow2_bucket(p['K'])}")
-    if family == "attn-fwd":
-        return (f"attn-fwd|{p['dtype']}|hd{p['head_dim']}|{p['mask']}|softcap{int(p['softcap'])}"
-                f"|varlen{int(p['varlen'])}|s{_pow2_bucket(max(p['seqlen'], 1))}")
-    if family == "attn-bwd":
-        return (f"attn-bwd|{p['dtype']}|hd{p['head_dim']}|{p['mask']}|det{int(p['deterministic'])}"
-                f"|s{_pow2_bucket(max(p['seqlen'], 1))}")
-    raise ValueError(f"unknown family {family!r}")
+    """Stable key of a problem class (the family's table_key). Sizes are bucketed
+    to powers of two so one sweep covers the neighbourhood of the shape it ran on."""
+    return families.get(family).table_key(p)
 
 
 def user_table_path() -> Path:
