@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configs.attention import HEAD_DIMS
+from .ops.attention import flash_attn_func
 
 
 class RotaryEmbedding(nn.Module):
@@ -85,8 +86,6 @@ class MultiheadAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         if self.attn_impl == "cudadent42":
-            from .ops.attention import flash_attn_func
-
             o = flash_attn_func(q, k, v, causal=self.causal, window_size=self.window_size)
         else:
             o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
