@@ -10,9 +10,8 @@ from cudadent42 import flash_attn_func, flash_attn_varlen_func
 from cudadent42.configs.attention_bwd import AttnBwdConfig
 from cudadent42.configs.heuristics_sm90 import attn_bwd_config, attn_fwd_config
 from cudadent42.ops.attention_bwd import attn_bwd
-
-from attention_ref import scores, visible
-from tolerance import assert_close_to_ref
+from cudadent42.reference import assert_close_to_ref
+from cudadent42.reference import attention_grads as ref_grads  # fully masked rows: zero gradients, no NaN
 
 pytestmark = pytest.mark.gpu
 
@@ -46,22 +45,6 @@ def per_test_seed(request):
 
 def rand(*shape, dtype=torch.bfloat16):
     return torch.randn(*shape, device="cuda", dtype=dtype)
-
-
-def ref_grads(q, k, v, dout, causal, window, upcast, scale=None, softcap=0.0):
-    """Gradients of plain attention; fully masked rows contribute nothing (and no NaN)."""
-    dtype = q.dtype
-    q, k, v, dout = (t.detach().float() if upcast else t.detach() for t in (q, k, v, dout))
-    q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-    H, Hk = q.shape[2], k.shape[2]
-    vv = v.repeat_interleave(H // Hk, dim=2)
-    keep = visible(q.shape[1], k.shape[1], causal, window, q.device)
-    # -1e30, not -inf: a fully masked row's softmax must stay finite for autograd
-    p = torch.softmax(scores(q, k, scale, softcap).masked_fill(~keep, -1e30), dim=-1) * keep
-    if not upcast:
-        p = p.to(dtype)
-    out = torch.einsum("bhqk,bkhd->bqhd", p, vv)
-    return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype))
 
 
 def check_bwd(q, k, v, causal=False, window=(-1, -1), scale=None, dout=None, config=None):

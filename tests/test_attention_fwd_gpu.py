@@ -1,4 +1,6 @@
 """Attention forward on the GPU vs a float32 reference (GUIDE.md section 5)."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,9 +8,10 @@ import torch.nn.functional as F
 import cudadent42
 from cudadent42 import flash_attn_func, flash_attn_varlen_func
 from cudadent42.configs.heuristics_sm90 import attn_fwd_config
+from cudadent42.reference import assert_close_to_ref
+from cudadent42.reference import attention as _attention
 
-from attention_ref import attention_ref
-from tolerance import assert_close_to_ref
+attention_ref = functools.partial(_attention, return_lse=True)  # (out, LSE): the tests check both
 
 pytestmark = pytest.mark.gpu
 

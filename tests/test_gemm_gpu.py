@@ -6,7 +6,7 @@ import cudadent42
 from cudadent42 import GemmConfig
 from cudadent42.ops.gemm import gemm_out
 
-from tolerance import assert_close_to_ref
+from cudadent42.reference import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
 

@@ -108,11 +108,12 @@ def test_concurrent_writers_lose_nothing(isolated_tables):
 def test_tiny_tune_end_to_end_then_used(isolated_tables, tmp_path):
     import torch
 
-    from cudadent42.ops.gemm import resolve_config
+    from cudadent42.ops.gemm import resolve_config, tuning_run
     from cudadent42.tune.sweep import tune
 
     problem = dict(dtype="bf16", b_major="k", M=1024, N=1024, K=512)
-    best = tune("gemm", problem, space=dict(wg_m=(64,), tile_n=(128, 256), stages=(4,), group_m=(8,)),
+    best = tune("gemm", problem, run=tuning_run,
+                space=dict(wg_m=(64,), tile_n=(128, 256), stages=(4,), group_m=(8,)),
                 out_dir=str(tmp_path / "out"), log=lambda *_: None)
     assert best is not None and best["status"] == "timed"
     assert (tmp_path / "out" / "sweep.csv").exists() and (tmp_path / "out" / "sweep.json").exists()
@@ -176,10 +177,11 @@ def test_attn_bwd_sweep_without_gpu_builds(tmp_path):
 
 @pytest.mark.gpu
 def test_attn_bwd_tiny_tune_end_to_end(isolated_tables, monkeypatch):
+    from cudadent42.ops.attention_bwd import tuning_run
     from cudadent42.tune.sweep import tune
 
     problem = dict(dtype="bf16", head_dim=64, mask="causal", deterministic=False, seqlen=512, batch=2, heads=4)
-    best = tune("attn-bwd", problem, space=dict(stages=(2, 3), block_m=(64,)), log=lambda *_: None)
+    best = tune("attn-bwd", problem, run=tuning_run, space=dict(stages=(2, 3), block_m=(64,)), log=lambda *_: None)
     assert best is not None and best["status"] == "timed"
     import torch
 

@@ -5,7 +5,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .base import DTYPES, SMEM_LIMIT_BYTES, ConfigError, check, generated_header, round_up
+from .base import DTYPES, SMEM_LIMIT_BYTES, ConfigError, check, check_canonical, generated_header, round_up
 
 HEAD_DIMS = (64, 96, 128, 192, 256)
 MASKS = ("none", "causal", "local")
@@ -59,9 +59,10 @@ class AttnFwdConfig:
         if not m:
             raise ConfigError(f"not an attention-forward config name: {name!r} (expected e.g. {cls().name})")
         d = m.groupdict()
-        return cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), block_n=int(d["block_n"]),
-                   stages=int(d["stages"]), mask=d["mask"] or "none", softcap=bool(d["softcap"]),
-                   varlen=bool(d["varlen"]), softmax_under_pv=not d["pvwait"]).validate()
+        cfg = cls(dtype=d["dtype"], head_dim=int(d["head_dim"]), block_n=int(d["block_n"]),
+                  stages=int(d["stages"]), mask=d["mask"] or "none", softcap=bool(d["softcap"]),
+                  varlen=bool(d["varlen"]), softmax_under_pv=not d["pvwait"]).validate()
+        return check_canonical(cfg, name)
 
     def key(self) -> str:
         return repr(self)

@@ -9,7 +9,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .base import DTYPES, SMEM_LIMIT_BYTES, ConfigError, check, generated_header, round_up
+from .base import DTYPES, SMEM_LIMIT_BYTES, ConfigError, check, check_canonical, generated_header, round_up
 
 BWD_HEAD_DIMS = (64, 96, 128, 192, 256)
 WIDE_HEAD_DIMS = (192, 256)  # dK + dV of 64 keys x D (D regs/thread) do not fit: split D (bwd_wide_traits.hpp)
@@ -62,7 +62,7 @@ class AttnBwdConfig:
                   softcap=bool(d["softcap"]), varlen=bool(d["varlen"])).validate()
         if int(d["block_n"]) != cfg.block_n:
             raise ConfigError(f"{name!r}: head dim {cfg.head_dim} runs {cfg.block_n} keys per CTA, not {d['block_n']}")
-        return cfg
+        return check_canonical(cfg, name)
 
     def key(self) -> str:
         return repr(self)

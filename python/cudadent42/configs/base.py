@@ -22,6 +22,14 @@ def check(kind: str, name: str, problems: list[str]) -> None:
         raise ConfigError(f"invalid {kind} config {name}: " + "; ".join(problems))
 
 
+def check_canonical(cfg, name: str):
+    """`cfg` parsed from `name`, or ConfigError when the name only parses to it (leading zeros): one
+    config, one name, so cache entries and tuned-table entries cannot split."""
+    if cfg.name != name:
+        raise ConfigError(f"config name {name!r} is not canonical: it parses as {cfg.name!r}")
+    return cfg
+
+
 def generated_header(cfg) -> str:
     """First lines of a generated translation unit: which config, every field."""
     params = ", ".join(f"{f.name}={getattr(cfg, f.name)}" for f in fields(cfg))

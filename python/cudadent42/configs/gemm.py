@@ -5,13 +5,17 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .base import DTYPES, MAX_ACCUMULATOR_REGS, SMEM_LIMIT_BYTES, ConfigError, check, generated_header, round_up
+from .base import (DTYPES, MAX_ACCUMULATOR_REGS, SMEM_LIMIT_BYTES, ConfigError, check, check_canonical,
+                   generated_header, round_up)
 
 _NAME_RE = re.compile(
     r"^gemm_(?P<dtype>bf16|fp16)_b(?P<b_major>[kn])_m(?P<tile_m>\d+)_n(?P<tile_n>\d+)"
     r"_k(?P<tile_k>\d+)_st(?P<stages>\d+)_g(?P<group_m>\d+)$"
 )
 CONSUMER_WARPGROUPS = 2  # fixed by the kernel: each owns wg_m rows of the tile
+# Tile-rows per rasterization group. The sweep space stops at 16; the bound
+# keeps a hand-written name from carrying an absurd int template argument.
+MAX_GROUP_M = 64
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class GemmConfig:
             raise ConfigError(f"{name}: tile M must be a multiple of {CONSUMER_WARPGROUPS}")
         cfg = cls(dtype=d["dtype"], b_major=d["b_major"], wg_m=tile_m // CONSUMER_WARPGROUPS,
                   **{k: int(v) for k, v in d.items() if k not in ("dtype", "b_major")})
-        return cfg.validate()
+        return check_canonical(cfg.validate(), name)
 
     def key(self) -> str:
         return repr(self)
@@ -81,8 +85,8 @@ class GemmConfig:
             problems.append(f"tile_k={self.tile_k}: a K tile must span one 128-byte swizzle row (64 for 16-bit)")
         if not 2 <= self.stages <= 8:
             problems.append(f"stages={self.stages} must be in 2..8")
-        if self.group_m < 1:
-            problems.append(f"group_m={self.group_m} must be >= 1")
+        if not 1 <= self.group_m <= MAX_GROUP_M:
+            problems.append(f"group_m={self.group_m} must be in 1..{MAX_GROUP_M}")
         if not problems:
             if self.accumulator_regs() > MAX_ACCUMULATOR_REGS:
                 problems.append(f"{self.accumulator_regs()} fp32 accumulators per thread exceed "
