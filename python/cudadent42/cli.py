@@ -17,6 +17,7 @@ from .bench import attention_bwd as bwd_bench
 from .bench import gemm as gemm_bench
 from .bench import targets as bench_targets
 from .bench import timing as bench_timing
+from .configs.base import ConfigError
 from .configs.defaults import default_configs
 from .jit import build, cache, load, toolchain
 from .runtime import hopper_available
@@ -221,6 +222,11 @@ def _problem(args) -> dict:
     for field, value in problem.items():
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             raise UsageError(f"{fam.name} problem: {field}={value} must be >= 1")
+    try:
+        fam.heuristic(problem).validate()
+    except (ConfigError, ValueError) as e:
+        fixed = ", ".join(f"{f}={problem[f]}" for f in fam.fixed_fields)
+        raise UsageError(f"no {fam.name} kernel serves {fixed}: {e}") from None
     return problem
 
 
@@ -261,6 +267,11 @@ def _sweep(args) -> int:
 def _profile(args) -> int:
     fam = _family(args.family)
     problem, space = _problem(args), _space(args.space, fam.name)
+    for name in args.config or []:
+        try:
+            fam.config_from_name(name)
+        except ConfigError as e:
+            raise UsageError(f"argument --config: {e}") from None
     try:
         tune_profile.find_ncu()  # before a sweep for --top spends minutes on nvcc
         configs = list(args.config or [])
@@ -284,6 +295,26 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return v
+
+
 def _add_problem_args(p) -> None:
     p.add_argument("family", choices=families.names())
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16"])
@@ -303,7 +334,7 @@ def _add_problem_args(p) -> None:
     p.add_argument("--space", action="append", help="restrict a parameter, e.g. --space stages=2,3 (repeatable)")
     p.add_argument("--limit", type=_positive_int, default=None, help="at most this many points")
     p.add_argument("--jobs", type=_positive_int, default=None, help="parallel nvcc builds (default: all cores)")
-    p.add_argument("--budget-s", type=float, default=None,
+    p.add_argument("--budget-s", type=_positive_float, default=None,
                    help="stop timing new points this many seconds after the start (the default config is always "
                         "timed; skipped points are listed as such)")
     p.add_argument("--out", default=None, help="write sweep.csv / sweep.json / sweep.png here")
@@ -334,7 +365,7 @@ def main(argv=None) -> int:
     pr = sub.add_parser("profile", help="Nsight Compute counters and the limiter of chosen configs (needs ncu)")
     _add_problem_args(pr)
     pr.add_argument("--config", action="append", help="a config name to profile (repeatable)")
-    pr.add_argument("--top", type=int, default=0, help="also the K fastest of --out/sweep.json (or of a new sweep)")
+    pr.add_argument("--top", type=_non_negative_int, default=0, help="also the K fastest of --out/sweep.json (or of a new sweep)")
     pr.add_argument("--timeout", type=_positive_int, default=300, help="seconds per ncu run")
     c = sub.add_parser("cache", help="list or clear the kernel cache")
     c.add_argument("action", choices=["list", "clear"])

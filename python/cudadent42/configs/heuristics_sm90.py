@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .attention import AttnFwdConfig
 from .attention_bwd import AttnBwdConfig
+from .base import ConfigError
 from .gemm import GemmConfig
 
 
@@ -48,6 +49,8 @@ def _softmax_under_pv(head_dim: int) -> bool:
 
 
 def attn_fwd_config(dtype: str, head_dim: int, mask: str, softcap: bool, varlen: bool):
+    if head_dim not in _ATTN_FWD_TILES:
+        raise ConfigError(f"attention forward: head_dim={head_dim} not in {tuple(_ATTN_FWD_TILES)}")
     block_n, stages = _ATTN_FWD_TILES[head_dim]
     return AttnFwdConfig(dtype=dtype, head_dim=head_dim, block_n=block_n, stages=stages, mask=mask,
                          softcap=softcap, varlen=varlen, softmax_under_pv=_softmax_under_pv(head_dim))
