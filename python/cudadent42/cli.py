@@ -365,12 +365,14 @@ def main(argv=None) -> int:
     pr = sub.add_parser("profile", help="Nsight Compute counters and the limiter of chosen configs (needs ncu)")
     _add_problem_args(pr)
     pr.add_argument("--config", action="append", help="a config name to profile (repeatable)")
-    pr.add_argument("--top", type=_non_negative_int, default=0, help="also the K fastest of --out/sweep.json (or of a new sweep)")
+    pr.add_argument("--top", type=_non_negative_int, default=0,
+                    help="also the K fastest of --out/sweep.json (or of a new sweep)")
     pr.add_argument("--timeout", type=_positive_int, default=300, help="seconds per ncu run")
     c = sub.add_parser("cache", help="list or clear the kernel cache")
     c.add_argument("action", choices=["list", "clear"])
     c.add_argument("name", nargs="?", default=None,
-                   help="clear: only entries whose config name matches (a glob, or a substring without glob characters)")
+                   help="clear: only entries whose config name matches (a glob, or a substring without glob "
+                        "characters)")
     c.add_argument("--pattern", default=None, help="same as NAME")
     args = p.parse_args(argv)
     try:

@@ -131,9 +131,9 @@ def _fwd_impl(q, k, v, cu_q, cu_k, max_sq, max_sk, scale, left, right, softcap, 
                              f"{t.storage_offset()})")
     dtype = _DTYPES[q.dtype]
     cfg = AttnFwdConfig.from_name(config) if config else select(
-        "attn-fwd", gpu_name(q.device), run=tuning_run, dtype=dtype, head_dim=q.shape[-1], mask=mask,
-        softcap=softcap > 0, varlen=varlen, seqlen=max_sq if varlen else q.shape[1],
-        sizes=dict(batch=cu_q.shape[0] - 1 if varlen else q.shape[0], heads=q.shape[-2]))
+        "attn-fwd", gpu_name(q.device), dtype=dtype, head_dim=q.shape[-1], mask=mask, softcap=softcap > 0,
+        varlen=varlen, seqlen=max_sq if varlen else q.shape[1],
+        sizes=dict(batch=cu_q.shape[0] - 1 if varlen else q.shape[0], heads=q.shape[-2]), run=tuning_run)
     if (cfg.dtype, cfg.head_dim, cfg.mask, cfg.softcap, cfg.varlen) != (dtype, q.shape[-1], mask, softcap > 0, varlen):
         raise ValueError(f"attention: config {cfg.name} does not match the call (dtype={dtype}, head_dim="
                          f"{q.shape[-1]}, mask={mask}, softcap={softcap > 0}, varlen={varlen})")

@@ -88,8 +88,8 @@ def resolve_config(a: torch.Tensor, b: torch.Tensor, config: str | GemmConfig | 
             raise ValueError(f"gemm: config {cfg.name} is for dtype={cfg.dtype}, b_major={cfg.b_major} but the "
                              f"inputs are dtype={dtype}, b_major={major}")
         return cfg.validate()
-    return select("gemm", gpu_name(a.device), sizes={}, run=tuning_run, dtype=dtype, b_major=major, M=a.shape[0],
-                  N=b.shape[1], K=a.shape[1])
+    return select("gemm", gpu_name(a.device), sizes={}, dtype=dtype, b_major=major, M=a.shape[0], N=b.shape[1],
+                  K=a.shape[1], run=tuning_run)
 
 
 def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | GemmConfig | None = None) -> None:

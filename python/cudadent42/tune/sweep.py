@@ -191,5 +191,6 @@ def top_configs(family: str, problem: dict, k: int, *, out_dir: str | None = Non
     rows = sweep(family, problem, out_dir=out_dir, log=log, **sweep_kw)
     names = [r["config"] for r in rows if r["status"] == "timed"][:k]
     if not names:
-        raise profile.ProfileError("the sweep timed no config (no sm_90 GPU, or every point failed): nothing to profile")
+        raise profile.ProfileError("the sweep timed no config (no sm_90 GPU, or every point failed): "
+                                   "nothing to profile")
     return names
