@@ -22,7 +22,6 @@ from .configs.defaults import default_configs
 from .jit import build, cache, load, toolchain
 from .runtime import hopper_available
 from .tune import profile as tune_profile
-from .tune import space as tune_space
 from .tune import sweep as tune_sweep
 
 
