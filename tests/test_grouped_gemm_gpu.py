@@ -6,9 +6,8 @@ import torch
 
 import cudadent42
 from cudadent42.ops.grouped_gemm import grouped_gemm_out, new_output
+from cudadent42.reference import assert_close_to_ref
 from cudadent42.reference.grouped_gemm import group_sizes, grouped_mm_reference, offsets
-
-from tolerance import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
 DT = torch.bfloat16

@@ -12,7 +12,8 @@ from .attention import (
     visible,
 )
 from .gemm import gemm
+from .grouped_gemm import grouped_mm_reference
 from .tolerance import assert_close_to_ref, max_abs_err, within_tolerance
 
 __all__ = ["attention", "attention_grads", "attention_varlen", "attention_varlen_grads", "scores", "visible",
-           "gemm", "assert_close_to_ref", "max_abs_err", "within_tolerance"]
+           "gemm", "grouped_mm_reference", "assert_close_to_ref", "max_abs_err", "within_tolerance"]
