@@ -7,8 +7,8 @@ from ..reference import attention
 from ._common import attention_flops, capped_attention_problem, dense_attention_inputs
 from .registry import Family, pow2_bucket, register
 
-# softmax_under_pv: where the overlapped step waits for its PV wgmma (the
-# better placement differs by head dim and mask: NOTES.md, session 6).
+# softmax_under_pv: where the overlapped step waits for its PV wgmma; the
+# better placement differs by head dim (configs/heuristics_sm90.py gives the measurements).
 SPACE = dict(block_n=(48, 64, 80, 96, 112, 128, 144, 160, 176, 192), stages=(2, 3, 4), softmax_under_pv=(True, False))
 SWEEP_SOFTCAP = 10.0  # the cap a sweep of a softcap problem runs with
 MAX_SWEEP_SCORES = 1 << 31  # batch*heads*seqlen^2 of a sweep: the fp32 reference must fit on the card

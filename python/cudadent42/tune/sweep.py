@@ -48,6 +48,10 @@ def sweep(family: str, problem: dict, *, run=None, space: dict | None = None, jo
     t_start = time.time()
     fam = families.get(family)
     fam.check_problem(problem, fam.problem_fields + fam.size_fields)
+    timing = hopper_available()
+    if timing and run is None:  # say so before minutes of builds
+        raise ValueError(f"sweep of {family}: timing needs run=, the op layer's run(config, case) "
+                         f"({fam.runner})")
     fixed = {k: problem[k] for k in fam.fixed_fields}
     sp = enumerate_space(family, fixed, space)
     log(sp.summary())
@@ -68,12 +72,9 @@ def sweep(family: str, problem: dict, *, run=None, space: dict | None = None, jo
         rows.append(row)
     log(f"built {sum(r['status'] == 'built' for r in rows)}/{len(rows)} in {time.time() - t_start:.0f} s")
 
-    if not hopper_available():
+    if not timing:
         log("no sm_90 GPU here: configs were built and checked by ptxas, not timed")
     else:
-        if run is None:
-            raise ValueError(f"sweep of {family}: timing needs run=, the op layer's run(config, case) "
-                             f"({fam.runner})")
         case = fam.make_case(problem)
         with torch.no_grad():
             ref, lowp = fam.reference(case, True), fam.reference(case, False)
