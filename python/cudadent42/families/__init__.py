@@ -11,4 +11,5 @@ for _m in pkgutil.iter_modules(__path__):  # sorted by file name
     if _m.name != "registry" and not _m.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["Case", "Family", "Problem", "all", "get", "names", "register", "resolve"]
+# all() is left out of __all__: a star import would hide the builtin.
+__all__ = ["Case", "Family", "Problem", "get", "names", "register", "resolve"]
