@@ -205,12 +205,15 @@ def _problem(args) -> dict:
     """The sweep problem of args.family: its defaults, then the flags it has, then --problem."""
     fam = _family(args.family)
     problem = dict(fam.problem_defaults)
-    for flag, field in _FLAG_FIELDS.items():
-        value = getattr(args, flag, None)
-        if field in problem and value not in (None, False):
-            problem[field] = value
-    if getattr(args, "causal", False) and "mask" in problem:
-        problem["mask"] = "causal"
+    given = {flag: getattr(args, flag, None) for flag in (*_FLAG_FIELDS, "causal")}
+    for flag, value in given.items():
+        field = _FLAG_FIELDS.get(flag, "mask")
+        if value in (None, False):
+            continue
+        if field not in problem:
+            raise UsageError(f"argument --{flag.replace('_', '-')}: {fam.name} has no {field} "
+                             f"(its problem fields: {', '.join(problem)})")
+        problem[field] = "causal" if flag == "causal" else value
     for item in args.problem or []:
         key, eq, value = item.partition("=")
         key = key.strip()
