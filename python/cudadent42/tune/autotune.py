@@ -14,12 +14,13 @@ problems only).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 
 import torch
+
+from .. import env
 
 ENV = "CUDADENT42_AUTOTUNE"
 _local = threading.local()  # autotune=True from an API call, for the duration of that call
@@ -44,7 +45,7 @@ class requested:
 
 def enabled() -> bool:
     flag = getattr(_local, "flag", None)
-    return flag if flag is not None else os.environ.get(ENV, "") not in ("", "0")
+    return flag if flag is not None else env.get(ENV)
 
 
 def safe_now() -> bool:
@@ -52,13 +53,6 @@ def safe_now() -> bool:
     if torch.compiler.is_compiling():
         return False
     return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
-
-
-def _env_num(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def tuning_problem(family: str, problem: dict, sizes: dict) -> dict | None:
@@ -80,6 +74,9 @@ def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=Non
     now, already tried, not tunable, or nothing correct was timed)."""
     if sizes is None or not enabled() or not safe_now():
         return None
+    # Read before the class is marked tried: a bad value raises on every call, not once.
+    budget = env.get("CUDADENT42_AUTOTUNE_BUDGET_S")
+    points = env.get("CUDADENT42_AUTOTUNE_POINTS")
     from .table import problem_key
 
     key = (gpu, problem_key(family, **problem))
@@ -92,8 +89,6 @@ def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=Non
         return None
     from .sweep import tune
 
-    budget = _env_num("CUDADENT42_AUTOTUNE_BUDGET_S", 120)
-    points = int(_env_num("CUDADENT42_AUTOTUNE_POINTS", 8))
     say = log or (lambda msg: None)
     warnings.warn(f"cudadent42: autotuning {key[1]} on {gpu} (up to {points} configs, {budget:.0f} s of timing; "
                   f"{ENV}=0 turns this off)", stacklevel=4)
