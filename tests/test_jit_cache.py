@@ -155,6 +155,7 @@ def test_load_calls_probe_and_records_meta(cdir):
     m = k.meta
     assert m["name"] == "probe" and m["key"] == "probe-v1" and m["digest"] == k.dir.name.split(".")[1]
     assert m["nvcc_version"] == toolchain.nvcc_version() and m["cutlass_version"]
+    assert m["includes"] == [] and m["cache_format"] == cache.CACHE_FORMAT  # the probe includes no csrc/ file
     assert m["registers"] > 0 and m["spill_stores"] == 0 and not m["serialized"]
     assert m["build_seconds"] > 0 and m["created"] <= time.time()
     assert sorted(p.name for p in k.dir.iterdir()) == ["build.log", "kernel.cu", "kernel.so", "meta.json"]

@@ -127,7 +127,7 @@ def get(name: str):
     try:
         value = var.kind.parse(raw)
     except ValueError:
-        raise EnvError(f"{name}={raw!r} is not a valid {var.kind.name}; accepted: {var.kind.accepted}") from None
+        raise EnvError(f"{name}={raw!r} is not a valid {var.kind.name} value; accepted: {var.kind.accepted}") from None
     _parsed[(name, raw)] = value
     return value
 
