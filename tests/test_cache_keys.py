@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from cudadent42.configs.defaults import default_configs
-from cudadent42.jit import cache, digest, toolchain
+from cudadent42.jit import digest, toolchain
 from cudadent42.jit.includes import closure
 
 FAMILIES = ("gemm", "attn-fwd", "attn-bwd")

@@ -2,6 +2,7 @@
 failure, leftovers in the cache folder, wrong argument types. Real nvcc runs of tiny probes."""
 import fcntl
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cudadent42.jit import BuildError, ToolchainError, build_one, cache, clear, digest, entry_dir, load, toolchain
-from test_jit_cache import PROBE, SPILL, Spec
+from test_jit_cache import SPILL, Spec
 
 pytestmark = pytest.mark.compile
 REPO = Path(__file__).resolve().parent.parent
@@ -160,8 +161,6 @@ def test_allow_unclean_set_after_a_strict_failure_is_honoured(cdir, monkeypatch)
 
 def test_entry_replaced_by_a_file_leaves_no_trash(cdir):
     p = build_one(Spec())
-    import shutil
-
     shutil.rmtree(p)
     p.write_text("not a folder")
     assert build_one(Spec()) == p and p.is_dir()
@@ -183,7 +182,7 @@ def test_clear_removes_trash_and_stale_tmp_but_not_a_live_build(cdir):
 
 
 def test_build_removes_stale_trash(cdir):
-    (cdir).mkdir(parents=True)
+    cdir.mkdir(parents=True)
     (cdir / ".trash-x.0123456789abcdef-00000000").mkdir()
     build_one(Spec())
     assert not list(cdir.glob(".trash-*"))
