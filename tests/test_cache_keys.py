@@ -5,10 +5,12 @@ import shutil
 import pytest
 
 from cudadent42.configs.defaults import default_configs
+from cudadent42.configs.grouped_gemm import GroupedGemmConfig
 from cudadent42.jit import digest, toolchain
 from cudadent42.jit.includes import closure
 
-FAMILIES = ("gemm", "attn-fwd", "attn-bwd")
+FAMILIES = ("gemm", "attn-fwd", "attn-bwd", "grouped-gemm")
+ALL = set(FAMILIES)
 
 
 @pytest.fixture
@@ -21,8 +23,14 @@ def csrc_copy(monkeypatch, tmp_path):
     return copy
 
 
+def _configs(fam):
+    if fam == "grouped-gemm":  # not among default_configs yet
+        return [GroupedGemmConfig(), GroupedGemmConfig(mode="k", a_major="m", b_major="n", tile_n=128, stages=6)]
+    return default_configs(fam)
+
+
 def _digests() -> dict[str, dict[str, str]]:
-    return {fam: {c.name: digest(c) for c in default_configs(fam)} for fam in FAMILIES}
+    return {fam: {c.name: digest(c) for c in _configs(fam)} for fam in FAMILIES}
 
 
 def _edit(path, line="// an edit\n"):
@@ -37,8 +45,9 @@ EDITS = [
     ("kernels/attention/fwd_args.h", {"attn-fwd", "attn-bwd"}),  # the backward TU includes the forward launch
     ("kernels/gemm/gemm_traits.hpp", {"gemm"}),
     ("cute/tile_scheduler.hpp", {"gemm"}),
-    ("cute/abi.h", {"gemm", "attn-fwd", "attn-bwd"}),
-    ("cute/warp_roles.hpp", {"gemm", "attn-fwd", "attn-bwd"}),
+    ("kernels/grouped_gemm/ggemm_scheduler.hpp", {"grouped-gemm"}),
+    ("cute/abi.h", ALL),
+    ("cute/warp_roles.hpp", ALL),
 ]
 
 
