@@ -128,18 +128,23 @@ def test_digest_inputs(cdir, monkeypatch, tmp_path):
     monkeypatch.setenv("CUDADENT42_NVCC_FLAGS", "-DCD42_EXTRA=1")
     assert digest(Spec()) != base
     monkeypatch.delenv("CUDADENT42_NVCC_FLAGS")
-    # Any file under csrc/ is part of the key (kernels #include them).
+    # The csrc/ files the source includes are part of the key (whether they
+    # exist decides what nvcc reads); other csrc/ files are not.
     fake_csrc = tmp_path / "csrc"
     (fake_csrc / "cute").mkdir(parents=True)
     monkeypatch.setattr(toolchain, "csrc_dir", lambda: fake_csrc)
-    d0 = digest(Spec())
+    including = Spec(src='#include "cute/tile.cuh"\n' + PROBE)
+    d0 = digest(including)
     (fake_csrc / "cute" / "tile.cuh").write_text("#pragma once\n")
-    d1 = digest(Spec())
+    d1 = digest(including)
     (fake_csrc / "cute" / "tile.cuh").write_text("#pragma once\n// v2\n")
-    d2 = digest(Spec())
+    d2 = digest(including)
     assert len({d0, d1, d2}) == 3
+    plain = digest(Spec())
+    (fake_csrc / "cute" / "other.cuh").write_text("// not included\n")
+    assert digest(Spec()) == plain and digest(including) == d2
     monkeypatch.setattr(cache, "CACHE_FORMAT", cache.CACHE_FORMAT + 1)
-    assert digest(Spec()) != d2
+    assert digest(including) != d2
 
 
 def test_load_calls_probe_and_records_meta(cdir):
@@ -150,6 +155,7 @@ def test_load_calls_probe_and_records_meta(cdir):
     m = k.meta
     assert m["name"] == "probe" and m["key"] == "probe-v1" and m["digest"] == k.dir.name.split(".")[1]
     assert m["nvcc_version"] == toolchain.nvcc_version() and m["cutlass_version"]
+    assert m["includes"] == [] and m["cache_format"] == cache.CACHE_FORMAT  # the probe includes no csrc/ file
     assert m["registers"] > 0 and m["spill_stores"] == 0 and not m["serialized"]
     assert m["build_seconds"] > 0 and m["created"] <= time.time()
     assert sorted(p.name for p in k.dir.iterdir()) == ["build.log", "kernel.cu", "kernel.so", "meta.json"]
@@ -366,10 +372,12 @@ def test_digest_does_not_depend_on_the_checkout_location(cdir, monkeypatch, tmp_
 
     from cudadent42.jit import toolchain
 
-    base = digest(Spec())
+    spec = Spec(src='#include "cute/abi.h"\n' + PROBE)
+    base = digest(spec)
     copy = tmp_path / "elsewhere" / "csrc"
     shutil.copytree(toolchain.csrc_dir(), copy)
     monkeypatch.setattr(toolchain, "csrc_dir", lambda: copy)
-    assert digest(Spec()) == base
-    (copy / "extra.hpp").write_text("// a new header\n")
-    assert digest(Spec()) != base
+    assert digest(spec) == base
+    with open(copy / "cute" / "abi.h", "a") as f:
+        f.write("// an edit\n")
+    assert digest(spec) != base

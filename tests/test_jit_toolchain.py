@@ -46,9 +46,11 @@ def test_nvcc_search_order(no_nvcc_env, tmp_path):
     env = _script(tmp_path / "override" / "nvcc", "exit 0")
     no_nvcc_env.setenv("CUDA_PATH", str(tmp_path / "cuda"))
     assert toolchain.find_nvcc() == str(home)
-    no_nvcc_env.setenv("CUDA_HOME", str(tmp_path / "missing"))  # broken CUDA_HOME: fall through
-    assert toolchain.find_nvcc() == str(home)
-    no_nvcc_env.setenv("CUDADENT42_NVCC", str(env))
+    # A set but broken CUDA_HOME is an error naming it (it used to be skipped silently).
+    no_nvcc_env.setenv("CUDA_HOME", str(tmp_path / "missing"))
+    with pytest.raises(ToolchainError, match="CUDA_HOME=.*missing.* does not exist"):
+        toolchain.find_nvcc()
+    no_nvcc_env.setenv("CUDADENT42_NVCC", str(env))  # the explicit nvcc wins over CUDA_HOME
     assert toolchain.find_nvcc() == str(env)
 
 

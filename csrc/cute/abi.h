@@ -4,6 +4,9 @@
 // no C++ types across the boundary) so it is independent of the torch version
 // and loads with ctypes. Launch functions return 0 on success or a nonzero
 // code; cd42_last_error() then holds a readable message for that thread.
+// Argument structs are declared with cute/abi_layout.h, which exports each
+// field's offset and size for the load-time check against the ctypes mirrors
+// (kept apart from this header so a CPU test compiles it without CUDA).
 #pragma once
 
 #include <cstdio>

@@ -5,10 +5,12 @@ importing this package needs neither a GPU nor nvcc.
 """
 __version__ = "0.1.0"
 
+from .env import EnvError  # noqa: E402
 from .configs import AttnFwdConfig, ConfigError, GemmConfig  # noqa: E402
 from .ops import flash_attn_func, flash_attn_varlen_func, gemm, scaled_dot_product_attention  # noqa: E402
 from .ops.grouped_gemm import grouped_gemm  # noqa: E402
 from .runtime import KernelLaunchError, UnsupportedDeviceError, hopper_available  # noqa: E402
 
-__all__ = ["gemm", "grouped_gemm", "flash_attn_func", "flash_attn_varlen_func", "scaled_dot_product_attention", "AttnFwdConfig",
-           "GemmConfig", "ConfigError", "KernelLaunchError", "UnsupportedDeviceError", "hopper_available"]
+__all__ = ["gemm", "grouped_gemm", "flash_attn_func", "flash_attn_varlen_func", "scaled_dot_product_attention",
+           "AttnFwdConfig", "GemmConfig", "ConfigError", "EnvError", "KernelLaunchError", "UnsupportedDeviceError",
+           "hopper_available"]

@@ -6,6 +6,8 @@ import functools
 
 import torch
 
+from . import env
+
 
 class UnsupportedDeviceError(RuntimeError):
     """No sm_90 (Hopper) GPU where a kernel was asked to run."""
@@ -61,12 +63,11 @@ def kernel_range(name: str):
     `cudadent42::<config>`), an NVTX range when CUDADENT42_NVTX=1 (Nsight),
     nothing otherwise (the hot path stays free of both)."""
     import contextlib
-    import os
 
     import torch
 
     if torch.autograd.profiler._is_profiler_enabled:
         return torch.profiler.record_function(f"cudadent42::{name}")
-    if os.environ.get("CUDADENT42_NVTX", "") not in ("", "0"):
+    if env.get("CUDADENT42_NVTX"):
         return torch.cuda.nvtx.range(f"cudadent42::{name}")
     return contextlib.nullcontext()

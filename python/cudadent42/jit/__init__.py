@@ -2,6 +2,7 @@
 
 Importing this package runs nothing: every tool lookup happens on first use.
 """
+from .abi import AbiMismatchError, check_abi
 from .cache import (
     CACHE_FORMAT,
     BuildError,
@@ -33,7 +34,7 @@ from .toolchain import (
 )
 
 __all__ = [
-    "CACHE_FORMAT", "BuildError", "BuildResult", "LoadedKernel", "build", "build_one",
+    "AbiMismatchError", "check_abi", "CACHE_FORMAT", "BuildError", "BuildResult", "LoadedKernel", "build", "build_one",
     "cache_size_bytes", "clear", "digest", "entry_dir", "list_entries", "load",
     "parse_ptxas", "dump_sass", "sass_stats", "ENV_VARS", "ToolchainError", "cache_dir",
     "csrc_dir", "cutlass_include_dirs", "cutlass_version", "find_cuobjdump", "find_nvcc",

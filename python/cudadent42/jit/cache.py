@@ -3,6 +3,8 @@
 Layout under cache_dir():
     <name>.<digest>/        finished entry: kernel.cu kernel.so build.log meta.json
     .tmp-<name>.<digest>-*/ build in progress (renamed into place atomically)
+    .trash-*                a discarded entry on its way out (removed by the next
+                            build or `cache clear`)
     .locks/<entry>.lock     fcntl lock serialising builders of one entry
     failed/<name>.<digest>/ last failed build of a config, kept for inspection
 
@@ -24,7 +26,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,12 +33,15 @@ import time
 import uuid
 from pathlib import Path
 
-from . import toolchain
+from .. import env
+from . import proc, toolchain
+from .includes import hash_closure
 from .ptxas import parse_ptxas, summary
 
-# Bump when the entry layout / meta schema / build recipe changes so old
-# entries are ignored instead of misread.
-CACHE_FORMAT = 1
+# Bump when the entry layout / meta schema / build recipe / key recipe changes
+# so old entries are ignored instead of misread. 2: the key hashes the TU's
+# include closure instead of all of csrc/; meta.json records the closure.
+CACHE_FORMAT = 2
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _LOG_TAIL = 40
@@ -57,8 +61,17 @@ class BuildResult:
     cached: bool
 
 
-def _env_on(var: str) -> bool:
-    return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+def _check_spec(spec) -> None:
+    """A kernel config object: a str `name`, `key()` and `render()`. A config *name* is not one."""
+    if isinstance(spec, str) or not (
+        isinstance(getattr(spec, "name", None), str) and callable(getattr(spec, "key", None))
+        and callable(getattr(spec, "render", None))
+    ):
+        given = f"the string {spec!r}" if isinstance(spec, str) else f"a {type(spec).__name__}"
+        raise TypeError(
+            f"jit expects a kernel config object (GemmConfig, AttnFwdConfig, AttnBwdConfig: a str name, "
+            f"key() and render()), got {given}; for a config name use e.g. AttnFwdConfig.from_name(name)"
+        )
 
 
 def _sha256_file(p: Path) -> str:
@@ -69,18 +82,9 @@ def _sha256_file(p: Path) -> str:
     return h.hexdigest()
 
 
-def _hash_tree(h, root: Path) -> None:
-    # Every file under csrc/ can be #included by a kernel, so all of them are
-    # part of the key; sorted relative paths make the hash order-independent.
-    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(p.read_bytes() + b"\0")
-
-
 def _relocatable_flags() -> list[str]:
     # The csrc/ and CUTLASS include directories enter the key by content
-    # (the csrc tree hash, the CUTLASS version), not by where they live, so
+    # (the included csrc files, the CUTLASS version), not by where they live, so
     # a cache built in one checkout is valid in another with the same sources.
     own = {f"-I{toolchain.csrc_dir()}": "-I<csrc>"}
     own.update({f"-I{d}": f"-I<cutlass:{i}>" for i, d in enumerate(toolchain.cutlass_include_dirs())})
@@ -88,16 +92,21 @@ def _relocatable_flags() -> list[str]:
 
 
 def digest(spec) -> str:
+    """Key of a config's cache entry: format, config key, generated source, flags, nvcc and
+    CUTLASS versions, and the csrc/ files the source includes (jit/includes.py)."""
+    _check_spec(spec)
     h = hashlib.sha256()
-    parts = (f"format={CACHE_FORMAT}", spec.key(), spec.render(), "\0".join(_relocatable_flags()),
+    source = spec.render()
+    parts = (f"format={CACHE_FORMAT}", spec.key(), source, "\0".join(_relocatable_flags()),
              toolchain.nvcc_version(), toolchain.cutlass_version())
     for part in parts:
         h.update(part.encode() + b"\0\1")  # separator: no ambiguity between adjacent parts
-    _hash_tree(h, toolchain.csrc_dir())
+    hash_closure(h, source, toolchain.csrc_dir())
     return h.hexdigest()[:16]
 
 
 def entry_dir(spec) -> Path:
+    _check_spec(spec)
     if not _SAFE_NAME.match(spec.name):
         raise ValueError(f"kernel config name {spec.name!r} is not filesystem-safe")
     return toolchain.cache_dir() / f"{spec.name}.{digest(spec)}"
@@ -113,15 +122,53 @@ def _read_meta(entry: Path) -> dict | None:
         return None
 
 
+def _remove(path: Path) -> None:
+    """Remove a folder tree, or a file / link in a folder's place."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _discard(path: Path) -> None:
     # Rename first so the bad folder disappears from its name atomically; the
-    # slow rmtree then cannot race with a builder renaming a fresh entry in.
+    # slow removal then cannot race with a builder renaming a fresh entry in.
     aside = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove(aside)
+
+
+def _remove_trash(root: Path) -> None:
+    # A .trash-* folder is never read again; one can outlive _discard only when
+    # its removal failed or the process died mid-way. A concurrent _discard
+    # removing the same folder is harmless (both ignore what is gone).
+    for p in root.glob(".trash-*"):
+        _remove(p)
+
+
+@contextlib.contextmanager
+def _try_entry_lock(entry_name: str):
+    """Yields True if no builder holds `entry_name`'s lock (held for the block), else False."""
+    path = toolchain.cache_dir() / ".locks" / f"{entry_name}.lock"
+    try:
+        f = open(path, "a+")
+    except OSError:  # no lock file: no builder ever locked it
+        yield True
+        return
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -161,30 +208,39 @@ def _compile(spec, entry: Path, strict: bool) -> Path:
     """Build into a temp folder and rename it to `entry`. Caller holds the lock."""
     root = toolchain.cache_dir()
     dig = entry.name.rsplit(".", 1)[1]
-    debug = _env_on("CUDADENT42_JIT_DEBUG")
-    allow_unclean = _env_on("CUDADENT42_ALLOW_UNCLEAN")
+    debug = env.get("CUDADENT42_JIT_DEBUG")
+    allow_unclean = env.get("CUDADENT42_ALLOW_UNCLEAN")
+    timeout = env.get("CUDADENT42_BUILD_TIMEOUT_S")
     nvcc = toolchain.find_nvcc()
     flags = toolchain.nvcc_flags()
     # -keep leaves .ptx/.cubin next to kernel.cu (cwd), so they travel with the entry.
     cmd = [nvcc, *flags, *(["-keep"] if debug else []), "-o", "kernel.so", "kernel.cu"]
     cmd_str = shlex.join(cmd)
+    _remove_trash(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=root))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; entries may live in a shared cache
-        (tmp / "kernel.cu").write_text(spec.render())
+        source = spec.render()
+        (tmp / "kernel.cu").write_text(source)
         if debug:
             print(f"[cudadent42.jit] {spec.name}: {cmd_str}", file=sys.stderr)
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            status, log = proc.run(cmd, cwd=tmp, timeout=timeout)
+            timed_out = False
+        except proc.ToolTimeout as e:
+            status, log, timed_out = None, e.output, True
         seconds = time.monotonic() - t0
-        log = proc.stdout or ""
-        (tmp / "build.log").write_text(f"$ {cmd_str}\n(exit status {proc.returncode})\n{log}")
+        (tmp / "build.log").write_text(f"$ {cmd_str}\n(exit status {status})\n{log}")
         p = parse_ptxas(log)
         if debug:
             print(f"[cudadent42.jit] {spec.name}: ptxas {summary(p)}", file=sys.stderr)
         reason, unclean = None, _unclean_reasons(p)
-        if proc.returncode != 0 or not (tmp / "kernel.so").is_file():
-            reason = f"nvcc exited with status {proc.returncode}"
+        if timed_out:
+            reason = (f"nvcc ran past CUDADENT42_BUILD_TIMEOUT_S={timeout:g} s and was killed with its "
+                      "process group; raise CUDADENT42_BUILD_TIMEOUT_S if the machine is just slow")
+        elif status != 0 or not (tmp / "kernel.so").is_file():
+            reason = f"nvcc exited with status {status}"
         elif unclean and strict and not allow_unclean:
             reason = "; ".join(unclean) + " (set CUDADENT42_ALLOW_UNCLEAN=1 to accept)"
         if reason:
@@ -200,6 +256,7 @@ def _compile(spec, entry: Path, strict: bool) -> Path:
         meta = dict(
             **p, cache_format=CACHE_FORMAT, name=spec.name, digest=dig, key=spec.key(),
             nvcc=nvcc, nvcc_version=toolchain.nvcc_version(),
+            includes=[f.as_posix() for f in hash_closure(hashlib.sha256(), source, toolchain.csrc_dir())],
             cutlass_version=toolchain.cutlass_version(), flags=flags, command=cmd_str,
             build_seconds=round(seconds, 3), created=time.time(),
             created_iso=time.strftime("%Y-%m-%dT%H:%M:%S%z"), strict=strict,
@@ -228,7 +285,7 @@ def _is_hit(spec, entry: Path, strict: bool) -> bool:
     meta = _read_meta(entry)
     # An entry built under CUDADENT42_ALLOW_UNCLEAN must not be silently used
     # by a strict caller later; rebuilding would give the same kernel, so fail.
-    if meta and meta.get("unclean") and strict and not _env_on("CUDADENT42_ALLOW_UNCLEAN"):
+    if meta and meta.get("unclean") and strict and not env.get("CUDADENT42_ALLOW_UNCLEAN"):
         raise BuildError(
             f"cached kernel config {spec.name!r} at {entry} was built unclean "
             f"({'; '.join(meta['unclean'])}); set CUDADENT42_ALLOW_UNCLEAN=1 or "
@@ -252,6 +309,7 @@ def _build_one(spec, strict: bool) -> tuple[Path, bool]:
 
 
 def build_one(spec, *, strict: bool = True) -> Path:
+    _check_spec(spec)
     return _build_one(spec, strict)[0]
 
 
@@ -280,24 +338,30 @@ class LoadedKernel:
 _LOADED: dict[tuple[str, str], LoadedKernel] = {}
 _LOADED_LOCK = threading.Lock()
 # Builds that failed in this process: a second call raises the same error at
-# once instead of spending another nvcc run on a config known to fail.
-_FAILED: dict[tuple[str, str, bool], BuildError] = {}
+# once instead of spending another nvcc run on a config known to fail - as long
+# as the settings a build reads are unchanged (setting CUDADENT42_ALLOW_UNCLEAN=1
+# after a refusal, as the message says, must be tried).
+_FAILED: dict[tuple, BuildError] = {}
+_BUILD_SETTINGS = ("CUDADENT42_ALLOW_UNCLEAN", "CUDADENT42_BUILD_TIMEOUT_S", "CUDADENT42_NVCC_FLAGS",
+                   "CUDADENT42_NVCC", "CUDA_HOME", "CUDA_PATH", "CUDADENT42_CUTLASS_DIR", "CUDADENT42_CACHE_DIR")
 
 
 def load(spec, *, strict: bool = True) -> LoadedKernel:
     # Keyed on key() only (not render()/digest) so the hot path does no
     # hashing and no disk access; a process sees one build per config.
+    _check_spec(spec)
     k = (spec.name, spec.key())
     hit = _LOADED.get(k)
     if hit is not None:
         return hit
-    failed = _FAILED.get((*k, strict))
+    failed_key = (*k, strict, tuple(env.raw(v) for v in _BUILD_SETTINGS))
+    failed = _FAILED.get(failed_key)
     if failed is not None:
         raise failed
     try:
         path = build_one(spec, strict=strict)
     except BuildError as e:
-        _FAILED[(*k, strict)] = e
+        _FAILED[failed_key] = e
         raise
     with _LOADED_LOCK:
         hit = _LOADED.get(k)
@@ -393,8 +457,9 @@ def clear(pattern: str | None = None) -> int:
     `pattern` is a glob on the config name, or a plain substring when it has
     no glob characters (what `cudadent42 cache clear --pattern` documents).
 
-    With no pattern, failed builds and temp/trash folders older than an hour
-    (abandoned by killed builders; younger ones may be live builds) go too.
+    Discarded entries (.trash-*) and temp folders of builds no process is
+    running (.tmp-*: their entry's lock is free) go too, and with no pattern
+    the failed builds as well.
     """
     n = 0
     for p in _entries():
@@ -405,12 +470,15 @@ def clear(pattern: str | None = None) -> int:
             _discard(p)
             n += 1
     root = toolchain.cache_dir()
-    if pattern is None and root.is_dir():
-        shutil.rmtree(root / "failed", ignore_errors=True)
-        for p in root.glob(".t*-*"):  # .tmp-* and .trash-*
-            with contextlib.suppress(OSError):
-                if time.time() - p.stat().st_mtime > 3600:
-                    shutil.rmtree(p, ignore_errors=True)
+    if root.is_dir():
+        if pattern is None:
+            _remove(root / "failed")
+        _remove_trash(root)
+        for p in root.glob(".tmp-*"):
+            entry_name = p.name[len(".tmp-"):].rsplit("-", 1)[0]  # mkdtemp appends "-" + random
+            with _try_entry_lock(entry_name) as free:
+                if free:  # else a builder holds the lock: the folder may be its live build
+                    _remove(p)
     return n
 
 

@@ -10,32 +10,23 @@ import functools
 import importlib.util
 import os
 import re
-import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
-# Single source of truth for every environment variable the JIT layer reads;
-# the README table and `cudadent42 info` print this dict.
-ENV_VARS: dict[str, str] = {
-    "CUDADENT42_CACHE_DIR": "Kernel cache folder (default ~/.cache/cudadent42).",
-    "CUDADENT42_NVCC": "Path of the nvcc to use; must exist (overrides CUDA_HOME and PATH).",
-    "CUDA_HOME": "CUDA toolkit root; $CUDA_HOME/bin/nvcc is tried after CUDADENT42_NVCC.",
-    "CUDA_PATH": "Alternative name for CUDA_HOME.",
-    "CUDADENT42_NVCC_FLAGS": "Extra nvcc flags (shell-split) appended to every build; part of the cache key.",
-    "CUDADENT42_CUTLASS_DIR": "CUTLASS checkout root to use instead of the nvidia-cutlass wheel headers.",
-    "CUDADENT42_ALLOW_UNCLEAN": "1 = accept kernels with register spills or serialized wgmma (experiments only).",
-    "CUDADENT42_JIT_DEBUG": "1 = print nvcc command and ptxas summary per build and keep PTX/cubin in the entry.",
-    "CUDADENT42_AUTOTUNE": "1 = tune an untuned problem class on first use and persist the winner.",
-    "CUDADENT42_AUTOTUNE_POINTS": "Configs in that first-use sweep (default 8).",
-    "CUDADENT42_AUTOTUNE_BUDGET_S": "Seconds of timing in that first-use sweep (default 120).",
-    "CUDADENT42_NVTX": "1 = an NVTX range named after the config around every launch.",
-}
+from .. import env
+from . import proc
+
+# Name -> meaning of every environment variable (cudadent42.env.VARS is the
+# table with types and defaults); `cudadent42 info` prints this dict.
+ENV_VARS: dict[str, str] = {name: var.meaning for name, var in env.VARS.items()}
 
 MIN_NVCC = (12, 8)  # sm_90a wgmma needs 12.3; 12.8 is what the kernels are tested with
 
 # Module-level so tests can point it somewhere that does not exist.
 _DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
+# `nvcc --version` answers in ~50 ms; a wrapper or network filesystem that
+# hangs must not hang the first kernel call forever.
+VERSION_TIMEOUT_S = 60.0
 
 _NVCC_MISSING = (
     "nvcc not found: install the CUDA toolkit >= 12.8 (e.g. `pip install nvidia-cuda-nvcc` "
@@ -56,20 +47,28 @@ def _is_exe(p: str | os.PathLike) -> bool:
 
 
 def find_nvcc() -> str:
-    env = os.environ.get("CUDADENT42_NVCC")
-    if env:
-        # An explicit override that is wrong must fail loudly rather than
-        # silently fall back to some other nvcc.
-        if not _is_exe(env):
+    """CUDADENT42_NVCC, else $CUDA_HOME/bin/nvcc (or $CUDA_PATH/...), else nvcc on PATH,
+    else /usr/local/cuda/bin/nvcc. A variable that is set but wrong is an error, never skipped."""
+    override = env.get("CUDADENT42_NVCC")
+    if override is not None:
+        if not _is_exe(override):
             raise ToolchainError(
-                f"CUDADENT42_NVCC={env!r} does not exist or is not executable; "
+                f"CUDADENT42_NVCC={env.raw('CUDADENT42_NVCC')!r} does not exist or is not executable; "
                 "point it at an nvcc binary (CUDA >= 12.8) or unset it"
             )
-        return env
+        return str(override)
     for var in ("CUDA_HOME", "CUDA_PATH"):
-        root = os.environ.get(var)
-        if root and _is_exe(os.path.join(root, "bin", "nvcc")):
-            return os.path.join(root, "bin", "nvcc")
+        root = env.get(var)
+        if root is None:
+            continue
+        nvcc = root / "bin" / "nvcc"
+        if not _is_exe(nvcc):
+            what = "does not exist" if not root.is_dir() else "has no executable bin/nvcc"
+            raise ToolchainError(
+                f"{var}={env.raw(var)!r} {what}; point it at a CUDA toolkit root (>= 12.8, "
+                "e.g. /usr/local/cuda) or unset it to use nvcc from PATH"
+            )
+        return str(nvcc)
     found = shutil.which("nvcc")
     if found:
         return found
@@ -81,15 +80,19 @@ def find_nvcc() -> str:
 @functools.lru_cache(maxsize=None)
 def _nvcc_version_of(nvcc: str) -> str:
     try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60)
+        status, text = proc.run([nvcc, "--version"], timeout=VERSION_TIMEOUT_S)
+    except proc.ToolTimeout as e:
+        raise ToolchainError(
+            f"`{nvcc} --version` did not answer within {e.seconds:g} s (killed); "
+            f"check that nvcc runs, or point CUDADENT42_NVCC at a working one"
+        ) from None
     except OSError as e:
         raise ToolchainError(f"cannot run {nvcc} --version ({e}); {_NVCC_MISSING}") from e
-    text = out.stdout + out.stderr
     m = re.search(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)", text) or re.search(
         r"release (\d+)\.(\d+)", text
     )
     if not m:
-        raise ToolchainError(f"cannot parse `{nvcc} --version` output:\n{text.strip()}")
+        raise ToolchainError(f"cannot parse `{nvcc} --version` output (exit status {status}):\n{text.strip()}")
     major, minor = int(m.group(1)), int(m.group(2))
     version = m.group(3) if m.lastindex and m.lastindex >= 3 else f"{major}.{minor}"
     if (major, minor) < MIN_NVCC:
@@ -106,11 +109,13 @@ def nvcc_version(nvcc: str | None = None) -> str:
 
 
 def cutlass_include_dirs() -> list[str]:
-    root = os.environ.get("CUDADENT42_CUTLASS_DIR")
-    if root:
+    root = env.get("CUDADENT42_CUTLASS_DIR")
+    if root is not None:
+        root = str(root)
         if not os.path.isdir(os.path.join(root, "include", "cute")):
             raise ToolchainError(
-                f"CUDADENT42_CUTLASS_DIR={root!r} has no include/cute; {_CUTLASS_MISSING}"
+                f"CUDADENT42_CUTLASS_DIR={env.raw('CUDADENT42_CUTLASS_DIR')!r} has no include/cute; "
+                f"{_CUTLASS_MISSING}"
             )
         return [os.path.join(root, "include"), os.path.join(root, "tools", "util", "include")]
     # find_spec on a top-level name locates the package without executing it;
@@ -175,7 +180,7 @@ def nvcc_flags() -> list[str]:
     flags = list(_BASE_FLAGS)
     flags.append(f"-I{csrc_dir()}")
     flags += [f"-I{d}" for d in cutlass_include_dirs()]
-    flags += shlex.split(os.environ.get("CUDADENT42_NVCC_FLAGS", ""))
+    flags += env.get("CUDADENT42_NVCC_FLAGS")
     return flags
 
 
@@ -216,5 +221,5 @@ def find_nvdisasm() -> str | None:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("CUDADENT42_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "cudadent42"
+    root = env.get("CUDADENT42_CACHE_DIR")
+    return root if root is not None else Path.home() / ".cache" / "cudadent42"

@@ -44,9 +44,10 @@ last_split_sizes: tuple[int, int] = (0, 0)
 def _launcher(cfg: AttnFwdConfig):
     hit = _launchers.get(cfg)
     if hit is None:
-        from ..jit import load
+        from ..jit import check_abi, load
 
         kernel = load(cfg)
+        check_abi(kernel, cd42_attn_fwd_args=_FwdArgs)  # field by field, once per config
         size = kernel.fn("cd42_attn_fwd_args_size", ctypes.c_int, [])()
         if size != ctypes.sizeof(_FwdArgs):
             raise RuntimeError(f"{cfg.name}: argument block is {size} bytes in C but {ctypes.sizeof(_FwdArgs)} "

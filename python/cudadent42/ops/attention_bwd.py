@@ -53,9 +53,10 @@ _launchers: dict = {}
 def _launcher(cfg: AttnBwdConfig):
     hit = _launchers.get(cfg)
     if hit is None:
-        from ..jit import load
+        from ..jit import check_abi, load
 
         kernel = load(cfg)
+        check_abi(kernel, cd42_attn_bwd_args=_BwdArgs, cd42_attn_bwd_pre_args=_PreArgs)  # once per config
         for sym, struct in (("cd42_attn_bwd_args_size", _BwdArgs), ("cd42_attn_bwd_pre_args_size", _PreArgs)):
             size = kernel.fn(sym, ctypes.c_int, [])()
             if size != ctypes.sizeof(struct):

@@ -14,14 +14,13 @@ problems only).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 
 import torch
 
-from .. import families
+from .. import env, families
 from . import sweep, table
 
 ENV = "CUDADENT42_AUTOTUNE"
@@ -47,7 +46,7 @@ class requested:
 
 def enabled() -> bool:
     flag = getattr(_local, "flag", None)
-    return flag if flag is not None else os.environ.get(ENV, "") not in ("", "0")
+    return flag if flag is not None else env.get(ENV)
 
 
 def safe_now() -> bool:
@@ -55,13 +54,6 @@ def safe_now() -> bool:
     if torch.compiler.is_compiling():
         return False
     return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
-
-
-def _env_num(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def tuning_problem(family: str, problem: dict, sizes: dict) -> dict | None:
@@ -76,6 +68,9 @@ def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=Non
     run(config, case) that the sweep times (families/registry.py)."""
     if sizes is None or not enabled() or not safe_now():
         return None
+    # Read before the class is marked tried: a bad value raises on every call, not once.
+    budget = env.get("CUDADENT42_AUTOTUNE_BUDGET_S")
+    points = env.get("CUDADENT42_AUTOTUNE_POINTS")
     key = (gpu, table.problem_key(family, **problem))
     with _lock:
         if key in _tried:
@@ -84,8 +79,6 @@ def maybe_tune(family: str, gpu: str, problem: dict, sizes: dict | None, log=Non
     tp = tuning_problem(family, problem, sizes)
     if tp is None:
         return None
-    budget = _env_num("CUDADENT42_AUTOTUNE_BUDGET_S", 120)
-    points = int(_env_num("CUDADENT42_AUTOTUNE_POINTS", 8))
     say = log or (lambda msg: None)
     warnings.warn(f"cudadent42: autotuning {key[1]} on {gpu} (up to {points} configs, {budget:.0f} s of timing; "
                   f"{ENV}=0 turns this off)", stacklevel=4)
