@@ -6,7 +6,7 @@ not remove it), and must point down or sideways in
 
     entry points (cudadent42, cli, nn, layers, bench drivers)
       -> ops -> configs/select, configs/defaults -> tune -> families
-      -> configs dataclasses + heuristics, reference -> jit, runtime, bench.timing
+      -> configs dataclasses + heuristics, reference -> jit, runtime, bench.timing -> env
 
 Importing a.b.c also runs a/b/__init__.py, so an edge to a module adds edges
 to its parent packages (not to the root, which every module sits under).
@@ -34,6 +34,7 @@ LAYERS = [
     ("configs/reference", ["cudadent42.configs", "cudadent42.reference"]),
     ("jit/runtime", ["cudadent42.jit", "cudadent42.runtime", "=cudadent42.bench", "cudadent42.bench.timing",
                      "cudadent42.bench.targets"]),
+    ("env", ["=cudadent42.env"]),
 ]
 
 
