@@ -535,6 +535,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     for name, t in (("query", query), ("key", key), ("value", value)):
         V.tensor(who, name, t)
         V.rank(who, name, t, 4, "(batch, heads, seqlen, head_dim)")
+    if scale is not None:
+        V.finite_nonneg(who, "scale", scale)
     if key.shape[1] != query.shape[1] and not V.flag(who, "enable_gqa", enable_gqa):
         raise ValueError(f"{who}: {query.shape[1]} query heads vs {key.shape[1]} key heads needs enable_gqa=True")
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)

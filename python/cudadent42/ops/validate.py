@@ -84,10 +84,15 @@ def optional_flag(who: str, name: str, x) -> bool | None:
 
 
 def integer(who: str, name: str, x, lo: int = 0, hi: int = INT32_MAX) -> int:
+    """An int in [lo, hi] (the kernels' ABI holds int32); a torch.SymInt (torch.compile) passes as is."""
+    if isinstance(x, torch.SymInt):
+        return x
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{who}: {name} must be an int, got {_kind(x)} {x!r}")
-    if not lo <= x <= hi:
-        raise ValueError(f"{who}: {name} must be in [{lo}, {hi}], got {x}")
+    if x < lo:
+        raise ValueError(f"{who}: {name} must be >= {lo}, got {x}")
+    if x > hi:
+        raise ValueError(f"{who}: {name} must be <= {hi}, got {x}")
     return int(x)
 
 
