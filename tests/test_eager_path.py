@@ -134,3 +134,11 @@ def test_every_route_launches_the_same_blocks(stub, name):
     torch._dynamo.reset()
     compiled = fwd_bwd(torch.compile(call, backend="aot_eager", fullgraph=True))
     assert eager == via_op == compiled
+
+
+def test_profiler_sees_the_config_range(stub):
+    q = rand(1, 128, 4, 64)
+    flash_attn_func(q, q, q)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        flash_attn_func(q, q, q)
+    assert any(e.name.startswith("cudadent42::attn_fwd_bf16_hd64") for e in prof.events())
