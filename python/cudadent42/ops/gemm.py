@@ -13,8 +13,9 @@ import torch
 from ..configs import GemmConfig
 from ..configs.select import select
 from ..tune import autotune as _autotune
-from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper
 from . import validate as V
+from ._launch import device_index, raw_stream
 
 _TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _LAUNCH_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_void_p]
@@ -108,7 +109,7 @@ def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | 
     kernel, launch = _launcher(cfg)
     with kernel_range(cfg.name):
         rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), M, N, K, a.stride(0), ldb, out.stride(0), sms,
-                    stream_handle(a.device))
+                    raw_stream(device_index(a.device)))
     check_rc(rc, kernel, "gemm launch")
 
 

@@ -132,7 +132,7 @@ def config_arg(who: str, config, cls):
     if config is None or config == "":
         return None
     if isinstance(config, cls):
-        return config
+        return config.validate()  # ConfigError for a config that cannot be built (as from_name)
     if isinstance(config, str):
         return cls.from_name(config)  # ConfigError (a ValueError) names what is wrong
     raise TypeError(f"{who}: config must be None, a config name or a {cls.__name__}, got {_kind(config)}")
