@@ -38,7 +38,7 @@ def host_us(fn, n: int = 50, repeats: int = 20, warmup: int = 10) -> float:
 
 def _callables(impl: str, b: int, s: int, h: int, d: int, causal: bool = True):
     """(forward, forward+backward) zero-argument callables of one implementation."""
-    from .. import flash_attn_func
+    from cudadent42 import flash_attn_func  # absolute: benchmarks/host_overhead.py --tree loads this file alone
 
     if impl == "ours":
         q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))

@@ -258,7 +258,8 @@ def attn_bwd(dout, q, k, v, out, lse, causal=False, softmax_scale=None, window_s
         window_size = tuple(window_size)
     try:
         key = (_sig(dout), _sig(q), _sig(k), _sig(v), _sig(out), _sig(lse),
-               None if cu_seqlens_q is None else _sig(cu_seqlens_q), None if cu_seqlens_k is None else _sig(cu_seqlens_k),
+               None if cu_seqlens_q is None else _sig(cu_seqlens_q),
+               None if cu_seqlens_k is None else _sig(cu_seqlens_k),
                max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size, deterministic, softcap, config)
         plan = _api_plans.get(key)
     except (AttributeError, TypeError):
