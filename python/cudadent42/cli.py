@@ -142,6 +142,11 @@ def _bench(args) -> int:
         print(format_targets(check_targets(results["attn_bwd"], bench_targets.BWD_TARGETS)))
         results["training_call"] = bwd_bench.training_call_ms(rounds=args.rounds)
         results["deterministic"] = bwd_bench.deterministic_cost(rounds=args.rounds)
+    if "fwd" in parts or "bwd" in parts:
+        from .bench import host_time
+
+        print("\nHost time per eager call (tiny shapes: the host is the step time) vs SDPA:")
+        results["host_time"] = host_time.measure()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

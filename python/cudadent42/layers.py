@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configs.attention import HEAD_DIMS
+from .ops import validate as V
 from .ops.attention import flash_attn_func
+
+
+def _positive_finite(who: str, name: str, x) -> None:
+    if V.finite_nonneg(who, name, x) == 0:
+        raise ValueError(f"{who}: {name} must be > 0, got {x}")
 
 
 class RotaryEmbedding(nn.Module):
@@ -22,8 +28,11 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
+        who = "RotaryEmbedding"
+        V.integer(who, "head_dim", head_dim, lo=2)
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head dim, got {head_dim}")
+        _positive_finite(who, "base", base)
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cache: tuple | None = None
@@ -59,7 +68,15 @@ class MultiheadAttention(nn.Module):
                  window_size: tuple[int, int] = (-1, -1), rotary: bool = True, rope_base: float = 10000.0,
                  bias: bool = False, attn_impl: str = "cudadent42", device=None, dtype=None):
         super().__init__()
-        n_kv_heads = n_kv_heads or n_heads
+        who = "MultiheadAttention"
+        V.integer(who, "d_model", d_model, lo=1)
+        V.integer(who, "n_heads", n_heads, lo=1)
+        n_kv_heads = n_heads if n_kv_heads is None else V.integer(who, "n_kv_heads", n_kv_heads, lo=1)
+        causal = V.flag(who, "causal", causal)
+        window_size = V.window(who, window_size)
+        rotary, bias = V.flag(who, "rotary", rotary), V.flag(who, "bias", bias)
+        if rotary:
+            _positive_finite(who, "rope_base", rope_base)
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not a multiple of n_heads={n_heads}")
         if n_heads % n_kv_heads:

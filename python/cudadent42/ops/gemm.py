@@ -13,7 +13,9 @@ import torch
 from ..configs import GemmConfig
 from ..configs.select import select
 from ..tune import autotune as _autotune
-from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper
+from . import validate as V
+from ._launch import device_index, raw_stream
 
 _TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _LAUNCH_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_void_p]
@@ -33,14 +35,13 @@ def _b_major(b: torch.Tensor) -> tuple[str, int]:
 
 def check_gemm_inputs(a: torch.Tensor, b: torch.Tensor) -> None:
     """Raises a clear error for anything the kernel cannot compute exactly."""
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise TypeError("gemm: a and b must be torch.Tensors")
-    if a.dim() != 2 or b.dim() != 2:
-        raise ValueError(f"gemm: a and b must be 2-D, got a{tuple(a.shape)} and b{tuple(b.shape)}")
-    if a.dtype not in _TORCH_DTYPES or b.dtype != a.dtype:
-        raise TypeError(f"gemm: a and b must both be bfloat16 or float16, got {a.dtype} and {b.dtype}")
-    if a.device != b.device:
-        raise ValueError(f"gemm: a is on {a.device} but b is on {b.device}")
+    who = "gemm"
+    for name, t in (("a", a), ("b", b)):
+        V.tensor(who, name, t)
+        V.rank(who, name, t, 2)
+    V.dtype_in(who, "a", a, tuple(_TORCH_DTYPES), "bfloat16 or float16")
+    V.same_dtype(who, "a and b", "a", a, "b", b)
+    V.same_device(who, "a", a, "b", b)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: inner dimensions differ: a{tuple(a.shape)} @ b{tuple(b.shape)}")
     M, K = a.shape
@@ -82,8 +83,8 @@ def _launcher(cfg: GemmConfig):
 def resolve_config(a: torch.Tensor, b: torch.Tensor, config: str | GemmConfig | None) -> GemmConfig:
     major, _ = _b_major(b)
     dtype = _TORCH_DTYPES[a.dtype]
-    if config:
-        cfg = config if isinstance(config, GemmConfig) else GemmConfig.from_name(config)
+    cfg = V.config_arg("gemm", config, GemmConfig)
+    if cfg is not None:
         if cfg.dtype != dtype or cfg.b_major != major:
             raise ValueError(f"gemm: config {cfg.name} is for dtype={cfg.dtype}, b_major={cfg.b_major} but the "
                              f"inputs are dtype={dtype}, b_major={major}")
@@ -108,7 +109,7 @@ def gemm_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, config: str | 
     kernel, launch = _launcher(cfg)
     with kernel_range(cfg.name):
         rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), M, N, K, a.stride(0), ldb, out.stride(0), sms,
-                    stream_handle(a.device))
+                    raw_stream(device_index(a.device)))
     check_rc(rc, kernel, "gemm launch")
 
 
@@ -153,6 +154,8 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, config: str | GemmConfig | None = 
     CUDADENT42_AUTOTUNE=1 does it everywhere; see tune/autotune.py).
     """
     check_gemm_inputs(a, b)
+    autotune = V.optional_flag("gemm", "autotune", autotune)
+    V.config_arg("gemm", config, GemmConfig)  # the kind of `config` (its fit is checked with the call's B layout)
     if autotune and not config and a.is_cuda:
         with _autotune.requested(True):
             config = resolve_config(a, b, None)
