@@ -47,7 +47,7 @@ struct cd42_attn_bwd_args {
   int32_t total_q, total_k;                   // varlen: packed token counts (else batch * seqlen)
   int32_t window_left, window_right;  // as the forward: 2^30 = unbounded
   int32_t block_n;     // keys per CTA of the config (the grid's key blocks)
-  int32_t tile_group;  // (head, batch) pairs per group of the CTA order (bwd_common.hpp bwd_tile)
+  int32_t tile_group;  // (head, batch) pairs per group of the CTA order (bwd_scheduler.hpp)
   float softmax_scale;
   float softcap;  // > 0 exactly for softcap configs: scores = softcap * tanh(scale * q.k / softcap)
 };
