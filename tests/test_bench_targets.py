@@ -4,7 +4,7 @@ from pathlib import Path
 
 from cudadent42.bench.targets import BWD_TARGETS, check_targets, format_targets
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results_h100_v4_attn_fwd.json"
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "results_h100_v4_attn_fwd.json"
 
 
 def test_targets_on_the_recorded_h100_run():

@@ -25,7 +25,7 @@
 // total_q/k: varlen: packed token counts (else batch * seqlen).
 // window_left/right: as the forward: 2^30 = unbounded.
 // block_n: keys per CTA of the config (the grid's key blocks).
-// tile_group: (head, batch) pairs per group of the CTA order (bwd_common.hpp bwd_tile).
+// tile_group: (head, batch) pairs per group of the CTA order (bwd_scheduler.hpp).
 // softcap: > 0 exactly for softcap configs: scores = softcap * tanh(scale * q.k / softcap).
 #pragma once
 

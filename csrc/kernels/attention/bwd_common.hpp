@@ -1,5 +1,5 @@
-// Pieces shared by the two attention-backward consumers (bwd_kernel.hpp,
-// bwd_wide_consumer.hpp): sequence geometry, the query-block range of a key
+// Pieces shared by the roles of the attention backward (bwd_consumer.hpp,
+// bwd_wide_consumer.hpp, bwd_producer.hpp, bwd_dq_writer.hpp): sequence geometry, the query-block range of a key
 // block, deterministic turns, the mask, and the dK / dV epilogue.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include "cute/warp_roles.hpp"
 #include "kernels/attention/bwd_args.h"
+#include "kernels/attention/bwd_scheduler.hpp"
 #include "kernels/attention/pack.hpp"
 #include "kernels/attention/softmax.hpp"  // fast_exp2, fast_tanh
 
@@ -26,30 +27,6 @@ template <class T>
 CUTE_HOST_DEVICE int dq_float4_slot(int c, int tidx) {
   constexpr int kPerWarpGroup = T::kdQPerThread / 4 * kWarpGroupThreads;
   return tidx / kWarpGroupThreads * kPerWarpGroup + c * kWarpGroupThreads + tidx % kWarpGroupThreads;
-}
-
-// The main kernel's grid is one-dimensional, over (key block, KV head,
-// batch) tiles in this order: (head, batch) pairs in groups of
-// a.tile_group, key-block-major inside a group. Under a causal mask key
-// block 0 (seen by every query block) is the longest, so each group's long
-// blocks start first and its short diagonal ones fill the end, instead of
-// one long block starting last; a group's Q / dO (what its CTAs re-read)
-// stays small enough for L2 (the host picks the group size).
-struct BwdTile {
-  int n_block, head_kv, batch;
-};
-
-template <class Args>
-CUTE_DEVICE BwdTile bwd_tile(Args const& a) {
-  int const n_blocks = (a.seqlen_k + a.block_n - 1) / a.block_n;
-  int const pairs = a.heads_kv * a.batch;
-  int const per_group = a.tile_group * n_blocks;
-  int const g = int(blockIdx.x) / per_group;
-  int const r = int(blockIdx.x) - g * per_group;
-  int const first = g * a.tile_group;
-  int const size = min(a.tile_group, pairs - first);  // the last group may be smaller
-  int const pair = first + r % size;
-  return {r / size, pair % a.heads_kv, pair / a.heads_kv};
 }
 
 // Varlen: first row of sequence b in the padded packing of the row
@@ -286,7 +263,7 @@ CUTE_DEVICE void bwd_store_dk_dv_staged(cd42_attn_bwd_args const& a, typename T:
     }
   }
   cutlass::arch::NamedBarrier::sync(T::kConsumerThreads, barrier_id);
-  BwdTile const tile = bwd_tile(a);
+  BwdTile const tile = BwdTileScheduler(a).initial_work();
   int const b = tile.batch, h = tile.head_kv;
   BwdSeq<T> const seq(a, b, a.heads_q);  // (varlen: batch strides are 0, rows start at k_offset)
   Element* dk = static_cast<Element*>(a.dk) + int64_t(b) * a.dk_batch_stride + int64_t(h) * a.dk_head_stride +

@@ -7,6 +7,9 @@
 
 #include "cute/abi.h"
 #include "kernels/attention/bwd_kernel.hpp"
+#include "kernels/attention/bwd_postprocess.hpp"
+#include "kernels/attention/bwd_preprocess.hpp"
+#include "kernels/attention/bwd_scheduler.hpp"
 #include "kernels/attention/fwd_launch.hpp"  // aligned16, stride_ok
 
 namespace cd42::attn {
@@ -61,10 +64,10 @@ int launch_bwd(cd42_attn_bwd_args const& a, cudaStream_t stream) {
   static int smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) smem_status = raise_smem_limit(attn_bwd_kernel<T>, T::kSmemBytes, "attn_bwd");
   if (smem_status != kOk) return smem_status;
-  int64_t const tiles = int64_t((a.seqlen_k + T::kBlockN - 1) / T::kBlockN) * a.heads_kv * a.batch;
-  if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_bwd: more than 2^31 - 1 (key block, head, batch) tiles");
-  dim3 const grid{unsigned(tiles)};  // see bwd_tile()
-  attn_bwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
+  if (BwdTileScheduler::num_tiles(a, T::kBlockN) > INT32_MAX) {
+    return set_error(kBadArgument, "attn_bwd: more than 2^31 - 1 (key block, head, batch) tiles");
+  }
+  attn_bwd_kernel<T><<<BwdTileScheduler::grid_size(a, T::kBlockN), T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_bwd launch");
 }
 

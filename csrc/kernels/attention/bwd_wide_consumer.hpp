@@ -8,6 +8,7 @@
 
 #include "cute/wgmma.hpp"
 #include "kernels/attention/bwd_common.hpp"
+#include "kernels/attention/bwd_consumer_prologue.hpp"
 
 namespace cd42::attn {
 
@@ -21,42 +22,13 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
   using namespace cute;
   using Element = typename T::Element;
   auto const& a = p.args;
-  int const tidx = threadIdx.x - kWarpGroupThreads;  // 0..255
-  int const n_block = bwd_tile(a).n_block;
-  int const group = a.heads_q / a.heads_kv;
-  int const seqlen_k = seq.seqlen_k;
-  int const off = seq.seqlen_k - seq.seqlen_q;
-  int const n0 = n_block * T::kBlockN;
-
-  Tensor sQ = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQ{});
-  Tensor sdO = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQ{});
-  Tensor sQt = make_tensor(make_smem_ptr(ss.Q.begin()), typename T::SmemLayoutQt{});
-  Tensor sdOt = make_tensor(make_smem_ptr(ss.dO.begin()), typename T::SmemLayoutQt{});
-  Tensor sK = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutK{});
-  Tensor sV = make_tensor(make_smem_ptr(ss.V.begin()), typename T::SmemLayoutK{});
-  Tensor sKt = make_tensor(make_smem_ptr(ss.K.begin()), typename T::SmemLayoutKt{});
+  auto&& [n_block, group, seqlen_k, off, n0, mma_sdp, mma_dkv, mma_dq, tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt,
+          tdQrdS, tdQrKt] = bwd_consumer_prologue<T>(p, ss, seq);
+  auto thr_dkv = mma_dkv.get_thread_slice(threadIdx.x - kWarpGroupThreads);
   Tensor sPt = make_tensor(make_smem_ptr(ss.P.begin()), typename T::SmemLayoutPt{});
   Tensor sdSt = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutPt{});
-  Tensor sdS = make_tensor(make_smem_ptr(ss.dS.begin()), typename T::SmemLayoutdS{});
-
-  typename T::TiledMmaSdP mma_sdp;
-  typename T::TiledMmadKV mma_dkv;
-  typename T::TiledMmadQ mma_dq;
-  auto thr_sdp = mma_sdp.get_thread_slice(tidx);
-  auto thr_dkv = mma_dkv.get_thread_slice(tidx);
-  auto thr_dq = mma_dq.get_thread_slice(tidx);
-
-  Tensor tSrK = thr_sdp.make_fragment_A(thr_sdp.partition_A(sK));  // (MMA, 1, D/16)
-  Tensor tSrQ = thr_sdp.make_fragment_B(thr_sdp.partition_B(sQ));  // (MMA, 1, D/16, stages)
-  Tensor tdPrV = thr_sdp.make_fragment_A(thr_sdp.partition_A(sV));
-  Tensor tdPrdO = thr_sdp.make_fragment_B(thr_sdp.partition_B(sdO));
   Tensor tdVrPt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sPt));     // (MMA, 1, M/16)
-  Tensor tdVrdOt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sdOt));   // (MMA, 1, M/16, stages)
   Tensor tdKrdSt = thr_dkv.make_fragment_A(thr_dkv.partition_A(sdSt));
-  Tensor tdKrQt = thr_dkv.make_fragment_B(thr_dkv.partition_B(sQt));
-  Tensor tdQrdS = thr_dq.make_fragment_A(thr_dq.partition_A(sdS));       // (MMA, 1, N/16)
-  Tensor tdQrKt = thr_dq.make_fragment_B(thr_dq.partition_B(sKt));
-
   Tensor tSrS = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
   Tensor tdPrdP = partition_fragment_C(mma_sdp, Shape<Int<T::kBlockN>, Int<T::kBlockM>>{});
   Tensor tdVrdV = partition_fragment_C(mma_dkv, Shape<Int<T::kBlockN>, Int<T::kHeadDim>>{});
@@ -72,10 +44,9 @@ CUTE_DEVICE void bwd_consumer_wide(typename T::Params const& p, typename T::Shar
   clear(tdKrdK);
   clear(tdVrdV);
   pipe_kv.consumer_wait(kv_state);
-
   BwdBlockRange<T> range(a, seq, n_block);
   for (int g = 0; g < group; ++g) {
-    int64_t const chunk0 = seq.stat_row(bwd_tile(a).head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
+    int64_t const chunk0 = seq.stat_row(BwdTileScheduler(a).initial_work().head_kv * group + g) / T::kBlockM;  // dQ chunk of query block 0
     for (int m = range.m_min; m < range.m_max; ++m) {
       int const m0 = m * T::kBlockM;
       pipe_q.consumer_wait(q_state);

@@ -193,19 +193,17 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
     overlap_last();
   };
 
-  AttnTileScheduler const& sched = make_scheduler<T>(p);
+  FwdConsumerScheduler<T> sched(p, ss, pipe_sched);
 
   // Warpgroup 0 issues first: warpgroup 1 hands it the opening turn.
   if (wg == 1) cutlass::arch::NamedBarrier::arrive(T::kConsumerThreads, kBarrierTurn + 0);
 
   for (;;) {
-    pipe_sched.consumer_wait(s_state);
-    WorkPiece const w = ss.work[s_state.index()];
-    pipe_sched.consumer_release(s_state);
-    ++s_state;
-    if (w.tile >= sched.num_tiles) break;
+    FwdWork const work = sched.next_work(s_state);  // what the producer published next
+    if (!work.is_valid()) break;
+    WorkPiece const w = work.piece;
     int m_block, head, batch;
-    sched.coords(w.tile, m_block, head, batch);
+    p.sched.coords(w.tile, m_block, head, batch);
     TileInfo<T> const bi = piece_info<T>(a, batch, m_block, w);
 
     Softmax softmax;

@@ -1,8 +1,8 @@
 // Warp-specialized attention forward (sm_90a): kernel entry.
 //
-// Warpgroup 0 is the producer (fwd_producer.hpp: tile schedule + TMA loads),
-// warpgroups 1-2 are the consumers (fwd_consumer.hpp: wgmma, online softmax,
-// epilogue). Registers move from the producer to the consumers with setmaxnreg.
+// Warpgroup 0 is the producer (fwd_producer.hpp: TMA loads of the work that
+// fwd_scheduler.hpp claims), warpgroups 1-2 are the consumers
+// (fwd_consumer.hpp: wgmma, online softmax, epilogue). Registers move from the producer to the consumers with setmaxnreg.
 #pragma once
 
 #include <cute/tensor.hpp>

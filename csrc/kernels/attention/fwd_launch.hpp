@@ -82,8 +82,8 @@ int launch_fwd(cd42_attn_fwd_args const& a, cudaStream_t stream) {
   if (smem_status != kOk) return smem_status;
   int64_t const tiles = int64_t(p.num_m_blocks) * a.heads_q * a.batch;
   if (tiles > INT32_MAX) return set_error(kBadArgument, "attn_fwd: too many tiles");
-  int const items = p.split.end();  // work items: whole tiles, then split-tail items (== tiles unsplit)
-  dim3 grid(unsigned(items < a.num_sms ? items : a.num_sms));
+  // Work items: whole tiles, then split-tail items (== tiles unsplit).
+  dim3 grid(unsigned(FwdProducerScheduler<T>::grid_size(p.split, a.num_sms)));
   attn_fwd_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("attn_fwd launch");
 }

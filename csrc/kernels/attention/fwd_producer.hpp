@@ -1,48 +1,24 @@
 // Producer role of the attention forward: one thread of warpgroup 0.
 //
-// It owns the tile schedule: work items 0..grid-1 go to CTAs by blockIdx,
-// later ones are claimed with an atomic counter (so CTAs that drew short
-// causal tiles take more of them), and each item's tile (or, for a split
-// tail item, each of its pieces: split_tail.hpp) is published to the
-// consumers through a 2-slot mbarrier pipeline. Per tile it loads the first
-// K block, then Q (whose slot may still be held by the previous tile), then
-// the K/V blocks from the last one down.
+// It asks the scheduler (fwd_scheduler.hpp) for work and publishes each
+// piece to the consumers through it. Per tile it loads the first K block,
+// then Q (whose slot may still be held by the previous tile), then the K/V
+// blocks from the last one down.
 #pragma once
 
 #include <cute/tensor.hpp>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
-#include "kernels/attention/block_info.hpp"
+#include "kernels/attention/fwd_scheduler.hpp"
 #include "kernels/attention/fwd_traits.hpp"
-#include "kernels/attention/tile_scheduler.hpp"
 
 namespace cd42::attn {
-
-template <class T>
-CUTE_DEVICE AttnTileScheduler const& make_scheduler(typename T::Params const& p) {
-  return p.sched;
-}
 
 template <class Tensor4>
 CUTE_DEVICE auto seq_view(Tensor4 const& m4, int head, int batch, int offset) {
   using namespace cute;
   // (rows, dim) of one head; varlen sequences start `offset` rows in.
   return domain_offset(make_coord(offset, _0{}), m4(_, _, head, batch));
-}
-
-template <class T>
-using TileInfo = BlockInfo<T::kVarlen, T::kHasWindow, T::kBlockM, T::kBlockN>;
-
-// The tile's geometry, its key blocks narrowed to the piece's when `w` is a
-// piece of a split tail tile (split_tail.hpp).
-template <class T>
-CUTE_DEVICE TileInfo<T> piece_info(cd42_attn_fwd_args const& a, int batch, int m_block, WorkPiece const& w) {
-  TileInfo<T> bi(a, batch, m_block);
-  if (w.n_end) {
-    bi.n_block_min = w.n_begin;
-    bi.n_block_max = w.n_end;
-  }
-  return bi;
 }
 
 template <class T>
@@ -65,54 +41,18 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   auto q_state = cutlass::make_producer_start_state<typename T::PipelineQ>();
   auto k_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
   auto v_state = cutlass::make_producer_start_state<typename T::PipelineKV>();
-  AttnTileScheduler const& sched = make_scheduler<T>(p);
-  // gridDim.x read afresh each time: ptxas otherwise keeps it in one of the
-  // 24 registers for the whole loop (and spilled it once the split tail
-  // added its schedule state).
-  auto claim_next = [&] {
-    int grid;
-    asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(grid));
-    return grid + atomicAdd(a.tile_counter, 1);
-  };
-  // Work items: whole tiles [0, split.full), then split-tail items of one or
-  // two pieces (split_tail.hpp: an item is shorter than a tile, so it
-  // reaches into at most one more). `item` = -1 - j stands for the second
-  // piece of tail item j: the whole schedule state is this one register
-  // (the thread has 24). Without a split, end == tiles.
-  int const end = p.split.end();
-  int item = blockIdx.x;
+  AttnTileScheduler const& order = p.sched;
+  FwdProducerScheduler<T> sched(p, ss, pipe_sched);
+  int const end = sched.end();
+  int item = sched.initial_work();
   CUTE_NO_UNROLL
   for (;;) {
     int m_block = 0, head = 0, batch = 0;
     WorkPiece w{0, 0, 0, 0};
     int next_piece = 0;  // -1 - j when tail item j has a second piece
-    if (T::kSplitTail && item < 0) {
-      int const units_end = p.split.unit_begin(-item);  // item j's end: unit_begin(j + 1)
-      p.split.piece_at(p.split.blocks_div.divide(units_end - 1) * p.split.blocks_div.divisor, units_end, w);
-    } else {
-      if constexpr (T::kVarlen) {
-        // Varlen tiles past a short sequence's end do not exist: skip them
-        // here so consumers only ever see real tiles (or the end marker).
-        CUTE_NO_UNROLL
-        for (; item < end; item = claim_next()) {
-          sched.coords(item, m_block, head, batch);
-          if (TileInfo<T>(a, batch, m_block).tile_exists()) break;
-        }
-      }
-      if (T::kSplitTail && item >= p.split.full && item < end) {
-        int const j = item - p.split.full;
-        int const units_end = p.split.unit_begin(j + 1);
-        if (p.split.piece_at(p.split.unit_begin(j), units_end, w) < units_end) next_piece = -1 - j;
-      } else {
-        w.tile = item < end ? item : sched.num_tiles;  // num_tiles: the end marker
-      }
-    }
-    pipe_sched.producer_acquire(s_state);
-    ss.work[s_state.index()] = w;
-    pipe_sched.producer_commit(s_state);
-    ++s_state;
-    if (w.tile >= sched.num_tiles) break;
-    sched.coords(w.tile, m_block, head, batch);
+    sched.publish(item, w, next_piece, end, s_state);
+    if (w.tile >= order.num_tiles) break;
+    order.coords(w.tile, m_block, head, batch);
 
     TileInfo<T> const bi = piece_info<T>(a, batch, m_block, w);
     int const b = T::kVarlen ? 0 : batch;
@@ -143,7 +83,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
     };
     // The next item, claimed once this one's last piece is out (the atomic
     // is in flight while the loads below are issued).
-    int const next = next_piece < 0 ? next_piece : claim_next();
+    int const next = sched.next_work(next_piece);
     int n = bi.n_block_max - 1;
     if (n >= bi.n_block_min) load_k(n);
     pipe_q.producer_acquire(q_state);

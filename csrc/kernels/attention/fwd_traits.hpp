@@ -50,13 +50,14 @@ struct FwdTraits {
   static constexpr bool kSoftcap = Softcap_;
   static constexpr bool kVarlen = Varlen_;
   // The overlapped step waits for its PV wgmma only after the softmax
-  // (warpgroup_wait_after); false lets ptxas hoist that wait (measured per
-  // config: benchmarks/NOTES.md, session 6).
+  // (warpgroup_wait_after); false lets ptxas hoist that wait. Which is
+  // faster depends on the head dim (H200: off 2-10% faster at D=64, on
+  // 2-11% faster at D=128 and D=256), so it is a config field.
   static constexpr bool kSoftmaxUnderPV = SoftmaxUnderPV_;
   // Warps whose rows kept their running max skip O's rescale (softmax.hpp,
   // kStaleMaxLog2). Only with the softmax under PV: where ptxas places the
   // PV wait the skip's branch measured -1% (D=64) to -3% (D=128 causal), and
-  // +3-11% at D=128 non-causal and D=256 with it (NOTES, session 9).
+  // +3-11% at D=128 non-causal and D=256 with it (H200).
   static constexpr bool kSkipUnmovedRescale = SoftmaxUnderPV_;
   // Register split (setmaxnreg) between the producer warpgroup and the two
   // consumers. The kernel is compiled at 168 registers/thread (384 threads,
@@ -82,7 +83,7 @@ struct FwdTraits {
   //    (consumer_loop peels them). Between 168 and 176 only windowed configs
   //    take the one-loop path: it made D=256 causal 2-3% faster, and plain
   //    D=256, whose only masked block is a ragged key end, 1-2% slower
-  //    (H200, session 6).
+  //    (H200).
   static constexpr int kFeatures = int(Mask_ != MaskKind::kNone) + int(Softcap_) + int(Varlen_);
   static constexpr int kOverlapFragRegs = BlockN_ * 3 / 4 + HeadDim_ / 2;
   static constexpr bool kIntraWGOverlap = kOverlapFragRegs + 6 * kFeatures <= (kPlain ? 196 : 188);
@@ -138,7 +139,7 @@ struct FwdTraits {
   // Otherwise O is stored from registers (fwd_epilogue.hpp): at D=256 for
   // lack of room; at D=64 because the staged store's two barriers over both
   // consumer warpgroups put them in lockstep at every tile's end, which cost
-  // more than the 4-byte stores (H200, session 9: +1-6% from registers at
+  // more than the 4-byte stores (H200: +1-6% from registers at
   // D=64, short tiles and causal most; -2-4% at D=128).
   static constexpr bool kSeparateO =
       kHeadDim > 64 && 2 * kQElems * int(sizeof(Element)) + kKVBytesAllStages + 2048 <= 227 * 1024;

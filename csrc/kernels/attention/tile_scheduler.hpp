@@ -8,7 +8,7 @@
 // longest-first over the whole grid, or a long tile claimed near the end
 // leaves the other SMs idle (head-major with each head's longest m-block
 // first did exactly that: at D=256, S=8192 causal the SMs were active 82% of
-// the kernel's cycles, ncu, session 6). So (batch, head) pairs go in sections
+// the kernel's cycles, ncu on an H200). So (batch, head) pairs go in sections
 // whose K/V fit in L2 (`section_heads`, from the host), and inside a section
 // the m-blocks are walked from the last, every head of the section per
 // m-block. A section's work then spreads over the grid before its short

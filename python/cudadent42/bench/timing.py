@@ -42,7 +42,7 @@ def bench_ms(fn, *, warmup: int = 5, iters: int = 30, flush_l2: bool = True, gra
     run still executes. `sync_each` waits for every run before launching the
     next, which leaves the GPU idle while the host launches: each run then
     also counts the callable's host time beyond the L2 flush's ~0.1 ms
-    (measured, NOTES session 8: 0.12-0.25 ms on the eager backward paths).
+    (measured on an H200: 0.12-0.25 ms on the eager backward paths).
     """
     flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda") if flush_l2 else None
     for _ in range(warmup):
@@ -74,7 +74,7 @@ def interleaved_ms(timers: dict, rounds: int = 3) -> dict:
     The implementations alternate within a round and the order rotates from
     round to round, so clock or thermal drift and a one-off slow (or fast)
     sample hit every implementation alike; the caller takes the median over
-    rounds. One implementation's own 5-10% swings (NOTES session 8: cuDNN's
+    rounds. One implementation's own 5-10% swings (H200: cuDNN's
     backward read 511-569 TFLOP/s on one cell across runs) then decide a
     ratio only when they are the typical case. A timer that returns NaN (the
     backend refuses the shape) is not called again.

@@ -1,6 +1,6 @@
 """Default config choice on sm_90 when no tuned entry exists.
 
-Measured rationale lives in benchmarks/NOTES.md. The big tile (128x256, four
+Each choice states the measurement behind it. The big tile (128x256, four
 stages) keeps the tensor cores fed on large problems; narrow outputs use a
 128-wide N tile so more CTAs get work.
 """
@@ -22,7 +22,7 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
 # (head_dim) -> (block_n, stages): the K/V block is as wide as shared memory
 # (Q + 2 stages of K and V) and the register budget allow while softmax still
 # overlaps PV. D=256: N=64 overlaps in every variant and ran at 674 TFLOP/s
-# vs 471 for N=80 (H100 sweep, S=8192; benchmarks/NOTES.md).
+# vs 471 for N=80 (H100 sweep, S=8192).
 _ATTN_FWD_TILES = {64: (128, 3), 96: (128, 2), 128: (128, 2), 192: (80, 2), 256: (64, 2)}
 
 
@@ -37,14 +37,14 @@ def attn_bwd_config(dtype: str, head_dim: int, mask: str, deterministic: bool = 
 
 def _softmax_under_pv(head_dim: int) -> bool:
     """Whether the overlapped step waits for its PV wgmma only after the
-    softmax, which also turns on the O-rescale skip (FwdTraits). H200: off at
-    D=64 (session 6: +5-10% off, the PV GEMM is short and the P conversion
-    interleaves with the exponentials only when ptxas may place the wait;
-    session 9, with the skip: still 2-4% better off); on at D=128 and D=256
-    (session 9, 2 reps at 4k-16k: D=128 causal +2-6% over off, which had won
-    by 1-3% before the skip existed; D=256 +5-11%, D=128 non-causal +2-3%
-    from the skip). D=96 follows D=128, D=192 follows D=256; the same for
-    every mask since session 9."""
+    softmax, which also turns on the O-rescale skip (FwdTraits). Measured on
+    an H200: off at D=64 (+5-10% off, the PV GEMM is short and the P
+    conversion interleaves with the exponentials only when ptxas may place
+    the wait; with the skip still 2-4% better off); on at D=128 and D=256
+    (2 reps at 4k-16k: D=128 causal +2-6% over off, which had won by 1-3%
+    before the skip existed; D=256 +5-11%, D=128 non-causal +2-3% from the
+    skip). D=96 follows D=128, D=192 follows D=256; the same for every
+    mask."""
     return head_dim > 64
 
 

@@ -313,7 +313,7 @@ def eager_backward(fwd_plan, dout, q, k, v, out, lse, cu_q, cu_k):
 
 
 def _tile_group(pairs: int, n_blocks: int, num_sms: int) -> int:
-    """(head, batch) pairs per group of the CTA order (bwd_common.hpp bwd_tile):
+    """(head, batch) pairs per group of the CTA order (bwd_scheduler.hpp):
     about one wave. The CTAs in flight are then those of the old
     pair-by-pair order (the same Q, dO and dQ accumulator chunks in L2), but
     each group starts its long causal key blocks first. Groups sized by an
