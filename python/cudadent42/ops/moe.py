@@ -119,9 +119,26 @@ def moe_route(logits: torch.Tensor, top_k: int, *, score: str = "softmax", renor
 
 # --- the expert stages --------------------------------------------------------------------------
 
+class _GatherRows(torch.autograd.Function):
+    """out = src[order // k]; the gradient is a gather by `inverse` and a sum over the k slots in
+    order, never index_put/scatter accumulation (atomics on CUDA)."""
+
+    @staticmethod
+    def forward(ctx, src, order, inverse, k):
+        ctx.save_for_backward(inverse)
+        ctx.k = k
+        return src[order // k]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        g = grad[inverse]
+        return g.view(-1, ctx.k, g.shape[-1]).sum(1) if ctx.k > 1 else g, None, None, None
+
+
 def gather_tokens(x: torch.Tensor, routing: MoERouting) -> torch.Tensor:
     """x rows in routing order: (T*k, H), row p is token order[p] // k."""
-    return x[routing.order // routing.ids.shape[1]]
+    return _GatherRows.apply(x, routing.order, routing.inverse, routing.ids.shape[1])
 
 
 def _row_expert(routing: MoERouting, num_experts: int) -> torch.Tensor:
@@ -168,7 +185,7 @@ def down(h: torch.Tensor, w_down: torch.Tensor, routing: MoERouting, bias: torch
 def combine(y: torch.Tensor, weights: torch.Tensor, routing: MoERouting, out_dtype: torch.dtype) -> torch.Tensor:
     """out[t] = sum_j weights[t, j] * y[inverse[t*k + j]], the k slots summed in order in float32."""
     T, k = routing.ids.shape
-    y_tk = torch.where(_valid_rows(routing), y, 0)[routing.inverse].view(T, k, -1)
+    y_tk = _GatherRows.apply(torch.where(_valid_rows(routing), y, 0), routing.inverse, routing.order, 1).view(T, k, -1)
     return (y_tk.float() * weights.float().unsqueeze(-1)).sum(1).to(out_dtype)
 
 
