@@ -181,3 +181,13 @@ def test_module_forward_backward(score, shared):
     assert m.router.weight.grad.abs().sum() > 0
     m2 = MoE(32, 16, 8, 2, aux_loss=None)
     assert isinstance(m2(x), torch.Tensor)
+
+
+def test_bench_torch_layer_matches_ours():
+    from cudadent42.bench.moe import ours_moe, torch_moe
+
+    g = torch.Generator().manual_seed(3)
+    x, rw = torch.randn(50, 32, generator=g), torch.randn(8, 32, generator=g)
+    wg, wd = torch.randn(8, 32, 32, generator=g) / 6, torch.randn(8, 32, 16, generator=g) / 4
+    prior = torch.randn(8, generator=g)
+    _close(torch_moe(x, rw, wg, wd, 2, prior), ours_moe(x, rw, wg, wd, 2, prior), "bench torch layer")
