@@ -148,3 +148,20 @@ def test_transformers_models_match_grouped_mm(name):
         if b is not None:
             err = (a.float() - b.float()).abs().max().item()
             assert err <= 0.05 * b.float().abs().max().item() + 1e-4
+
+
+def test_transformers_attention_matches_sdpa():
+    transformers = pytest.importorskip("transformers")
+    from cudadent42.integrations.transformers import register
+    register()
+    cfg = transformers.MixtralConfig(vocab_size=256, hidden_size=256, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, num_local_experts=8,
+                                     num_experts_per_tok=2, head_dim=64)
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(cfg).cuda().to(DT)
+    ids = torch.randint(0, 256, (2, 100), device="cuda")
+    model.set_attn_implementation("sdpa")
+    ref = model(ids).logits
+    model.set_attn_implementation("cudadent42")
+    out = model(ids).logits
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)

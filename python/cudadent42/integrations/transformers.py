@@ -30,9 +30,13 @@ def _activation(module) -> str:
             raise NotImplementedError(f"cudadent42 experts: clamped SwiGLU with alpha={module.alpha}, "
                                       f"limit={module.limit}; only gpt-oss's 1.702 / 7.0 is implemented")
         return "gpt_oss"
-    from transformers.integrations.moe import _default_apply_gate
+    if not getattr(module, "has_gate", True) or not getattr(module, "is_concatenated", True):
+        raise NotImplementedError(f"cudadent42 experts: {type(module).__name__} has no fused gate_up_proj "
+                                  f"(has_gate / is_concatenated false); use experts_implementation='grouped_mm'")
+    gate_fn = getattr(type(module), "_apply_gate", None)
+    default_gate = getattr(gate_fn, "__name__", "") == "_default_apply_gate"  # transformers' chunk(2) + act
     act = getattr(module.config, "hidden_act", "silu")
-    if type(module)._apply_gate is not _default_apply_gate or act not in ("silu", "swish"):
+    if not default_gate or act not in ("silu", "swish"):
         raise NotImplementedError(f"cudadent42 experts: gating of {type(module).__name__} (hidden_act={act!r}) "
                                   f"is not SwiGLU; use experts_implementation='grouped_mm'")
     return "swiglu"
