@@ -66,7 +66,11 @@ class MoE(nn.Module):
         logits = self.router(x2)
         routing = moe_route(logits, self.top_k, score=self.score, renormalize=self.renormalize,
                             n_group=self.n_group, topk_group=self.topk_group, expert_bias=self.expert_bias)
-        out = moe_experts(x2, routing.weights, routing.ids, self.w_gate_up, self.w_down,
+        xe, w_gate_up, w_down = x2, self.w_gate_up, self.w_down
+        if torch.is_autocast_enabled(x.device.type):  # the grouped GEMM op has no autocast rule of its own
+            dt = torch.get_autocast_dtype(x.device.type)
+            xe, w_gate_up, w_down = x2.to(dt), w_gate_up.to(dt), w_down.to(dt)
+        out = moe_experts(xe, routing.weights, routing.ids, w_gate_up, w_down,
                           activation=self.activation, routing=routing)
         if self.shared is not None:
             gate, up = self.shared["gate_up"](x2).chunk(2, dim=-1)
