@@ -28,6 +28,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cudadent42.layers import MultiheadAttention  # noqa: E402
+from cudadent42.nn_moe import MoE  # noqa: E402
+from cudadent42.ops.moe import use_grouped_mm  # noqa: E402
 
 
 class MarkovStream:
@@ -72,33 +74,45 @@ class MarkovStream:
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads, kv_heads, impl):
+    def __init__(self, d, heads, kv_heads, impl, moe=None):
         super().__init__()
         self.n1, self.n2 = nn.RMSNorm(d), nn.RMSNorm(d)
         self.attn = MultiheadAttention(d, heads, kv_heads, causal=True, attn_impl=impl)
         hidden = int(8 * d / 3) // 64 * 64
+        self.moe = None
+        if moe:  # (experts, top_k): each expert 1/top_k of the dense width, so active FLOPs match
+            experts, top_k = moe
+            self.moe = MoE(d, max(64, hidden // top_k // 64 * 64), experts, top_k, aux_loss="switch")
+            return
         self.up = nn.Linear(d, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, d, bias=False)
 
     def forward(self, x):
         x = x + self.attn(self.n1(x))
+        if self.moe is not None:
+            out, aux = self.moe(self.n2(x))
+            return x + out, aux
         a, b = self.up(self.n2(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(a) * b)
+        return x + self.down(F.silu(a) * b), None
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, d, layers, heads, kv_heads, impl):
+    def __init__(self, vocab, d, layers, heads, kv_heads, impl, moe=None):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         nn.init.normal_(self.emb.weight, std=0.02)  # tied head: small logits at init (loss ~ log vocab)
-        self.blocks = nn.ModuleList(Block(d, heads, kv_heads, impl) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, heads, kv_heads, impl, moe) for _ in range(layers))
         self.norm = nn.RMSNorm(d)
 
     def forward(self, idx):
+        """Logits, and the mean MoE load-balancing loss over the layers (0 without --moe)."""
         x = self.emb(idx)
+        aux = x.new_zeros((), dtype=torch.float32)
         for b in self.blocks:
-            x = b(x)
-        return self.norm(x) @ self.emb.weight.t()  # tied head
+            x, a = b(x)
+            if a is not None:
+                aux = aux + a / len(self.blocks)
+        return self.norm(x) @ self.emb.weight.t(), aux  # tied head
 
     def set_impl(self, impl):
         for b in self.blocks:
@@ -107,7 +121,7 @@ class GPT(nn.Module):
 
 def train(impl, args, init_state, data_seed, device, log):
     torch.manual_seed(0)
-    model = GPT(args.vocab, args.d_model, args.layers, args.heads, args.kv_heads, "sdpa").to(device)
+    model = GPT(args.vocab, args.d_model, args.layers, args.heads, args.kv_heads, "sdpa", args.moe).to(device)
     model.load_state_dict(init_state)
     model.set_impl(impl)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
@@ -115,6 +129,14 @@ def train(impl, args, init_state, data_seed, device, log):
     step_fn = torch.compile(model) if args.compile else model
     data = MarkovStream(args.vocab, args.fanout, data_seed, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # --moe: the "cudadent42" run's experts use cudadent42.grouped_gemm, the others torch._grouped_mm
+    # (on the CPU the float32 reference: torch._grouped_mm's CPU path takes no autograd there)
+    from contextlib import nullcontext
+    from cudadent42.reference.grouped_gemm import grouped_mm_reference
+    other = ((lambda a, b, offs: torch._grouped_mm(a, b, offs=offs)) if device.type == "cuda"
+             else (lambda a, b, offs: grouped_mm_reference(a, b, offs, dtype=a.dtype)))
+    def experts():  # a fresh context each step (generator-based contexts are single use)
+        return nullcontext() if impl == "cudadent42" or not args.moe else use_grouped_mm(other)
     losses, times = [], []
     for step in range(args.steps):
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
@@ -124,10 +146,10 @@ def train(impl, args, init_state, data_seed, device, log):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with amp:
-            logits = step_fn(batch[:, :-1])
+        with amp, experts():
+            logits, aux = step_fn(batch[:, :-1])
             loss = F.cross_entropy(logits.float().view(-1, args.vocab), batch[:, 1:].reshape(-1))
-        loss.backward()
+        (loss + args.aux_coef * aux).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -160,6 +182,9 @@ def main():
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--impls", default="cudadent42,sdpa")
     p.add_argument("--tiny", action="store_true", help="2 layers, d 128, seqlen 128, 6 steps (smoke test)")
+    p.add_argument("--moe", default=None, type=lambda s: tuple(int(v) for v in s.split(",")),
+                   help="EXPERTS,TOP_K: every FFN becomes a cudadent42.nn.MoE (e.g. 64,8)")
+    p.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoE load-balancing loss")
     p.add_argument("--out", default=None, help="write train_gpt.json and train_gpt.png here")
     args = p.parse_args()
     if args.tiny:
@@ -176,7 +201,7 @@ def main():
             return 2
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     torch.manual_seed(0)
-    init_state = GPT(args.vocab, args.d_model, args.layers, args.heads, args.kv_heads, "sdpa").state_dict()
+    init_state = GPT(args.vocab, args.d_model, args.layers, args.heads, args.kv_heads, "sdpa", args.moe).state_dict()
     n_params = sum(v.numel() for v in init_state.values())
     print(f"model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads / {args.kv_heads} KV heads, "
           f"{n_params / 1e6:.1f}M parameters; seqlen {args.seqlen}, batch {args.batch}, {args.steps} steps")
