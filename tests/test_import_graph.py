@@ -4,7 +4,7 @@ Every `import` / `from ... import` of a cudadent42 module is read with ast,
 function-local ones included (a local import only delays a cycle, it does
 not remove it), and must point down or sideways in
 
-    entry points (cudadent42, cli, nn, layers, bench drivers)
+    entry points (cudadent42, cli, nn, nn_moe, layers, integrations, bench drivers)
       -> ops -> configs/select, configs/defaults -> tune -> families
       -> configs dataclasses + heuristics, reference -> jit, runtime, bench.timing -> env
 
@@ -25,8 +25,8 @@ PKG = "cudadent42"
 # only (not its submodules) and wins over prefixes. The bench drivers run the ops; the bench package
 # itself and its timing/targets helpers sit at the bottom (the tuner times with them).
 LAYERS = [
-    ("entry", ["=cudadent42", "cudadent42.__main__", "cudadent42.cli", "cudadent42.nn", "cudadent42.layers",
-               "cudadent42.bench"]),
+    ("entry", ["=cudadent42", "cudadent42.__main__", "cudadent42.cli", "cudadent42.nn", "cudadent42.nn_moe",
+               "cudadent42.layers", "cudadent42.integrations", "cudadent42.bench"]),
     ("ops", ["cudadent42.ops"]),
     ("select", ["cudadent42.configs.select", "cudadent42.configs.defaults"]),
     ("tune", ["cudadent42.tune"]),

@@ -7,7 +7,7 @@ from cudadent42.nn import MoE
 from cudadent42.ops.moe import moe_experts, moe_route, routing_metadata, use_grouped_mm
 from cudadent42.reference.grouped_gemm import grouped_mm_reference
 from cudadent42.reference.moe import experts_reference, route_reference
-from tolerance import assert_close_to_ref
+from cudadent42.reference import assert_close_to_ref
 
 
 def _ref_mm(a, b, offs):

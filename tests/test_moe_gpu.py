@@ -8,7 +8,7 @@ from cudadent42.nn import MoE
 from cudadent42.ops.moe import moe_experts, moe_route
 from cudadent42.reference.moe import experts_reference
 
-from tolerance import assert_close_to_ref
+from cudadent42.reference import assert_close_to_ref
 
 pytestmark = pytest.mark.gpu
 DT = torch.bfloat16
