@@ -13,6 +13,9 @@ res = build(cfgs, jobs=os.cpu_count(), progress=False)
 print(sum(r.ok for r in res), "of", len(res), "built;", [r.error for r in res if not r.ok][:2])
 PY
 CUDADENT42_INSTAFAIL=1 timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -rs -p no:cacheprovider tests/test_grouped_gemm_gpu.py "$@" 2>&1 | tee "$OUT/ggemm_tests.log"
+if [ -n "${MOE:-}" ]; then
+  timeout ${MOE_TIMEOUT:-200} python3 -m pytest -q -rs -p no:cacheprovider tests/test_moe_gpu.py 2>&1 | tee "$OUT/moe_tests.log"
+fi
 if [ -z "${SKIP_BENCH:-}" ]; then
 timeout ${BENCH_TIMEOUT:-240} python3 -c "
 import json, sys
