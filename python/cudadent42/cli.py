@@ -15,6 +15,9 @@ from . import families
 from .bench import attention as attn_bench
 from .bench import attention_bwd as bwd_bench
 from .bench import gemm as gemm_bench
+from .bench import grouped_gemm as ggemm_bench
+from .bench import host_time
+from .bench import moe as moe_bench
 from .bench import targets as bench_targets
 from .bench import timing as bench_timing
 from .configs.base import ConfigError
@@ -97,9 +100,9 @@ def _build(args) -> int:
 
 
 def _bench(args) -> int:
-    parts = set(args.only.split(",")) if args.only else {"gemm", "fwd", "bwd"}
-    if parts - {"gemm", "fwd", "bwd"}:
-        raise UsageError(f"--only takes a comma list of gemm, fwd, bwd; got {args.only!r}")
+    parts = set(args.only.split(",")) if args.only else set(BENCH_PARTS)
+    if not parts or parts - set(BENCH_PARTS):
+        raise UsageError(f"--only takes a comma list of {', '.join(BENCH_PARTS)}; got {args.only!r}")
 
     if not hopper_available():
         where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
@@ -143,16 +146,41 @@ def _bench(args) -> int:
         results["training_call"] = bwd_bench.training_call_ms(rounds=args.rounds)
         results["deterministic"] = bwd_bench.deterministic_cost(rounds=args.rounds)
     if "fwd" in parts or "bwd" in parts:
-        from .bench import host_time
-
         print("\nHost time per eager call (tiny shapes: the host is the step time) vs SDPA:")
         results["host_time"] = host_time.measure()
+    if "grouped_gemm" in parts:
+        print("\nGrouped GEMM (bf16, MoE expert projections) vs torch._grouped_mm and dense cuBLAS of equal FLOPs:")
+        results["grouped_gemm"] = ggemm_bench.run_grouped_gemm_bench(quick=args.quick)
+        print("\nGrouped GEMM targets:")
+        print(_format_checks(ggemm_bench.check_targets(results["grouped_gemm"])))
+    if "moe" in parts:
+        print("\nMoE layer (bf16, SonicMoE's FLOP convention, router included) vs a torch _grouped_mm layer:")
+        results["moe"] = moe_bench.run_moe_bench(quick=args.quick)
+        print("\nMoE targets:")
+        print(_format_checks(moe_bench.check_targets(results["moe"])))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    if args.png and "attn_fwd" in results:
-        attn_bench.plot(results["attn_fwd"], args.png)
+    if args.png:
+        _plots(results, args.png)
     return 0
+
+
+BENCH_PARTS = ("gemm", "fwd", "bwd", "grouped_gemm", "moe")
+
+
+def _format_checks(checks) -> str:
+    return "\n".join(f"  {'PASS' if ok else 'MISS'}  {what}: {detail}" for what, ok, detail in checks)
+
+
+def _plots(results, png: str) -> None:
+    """The attention forward plot at `png`; the grouped-GEMM and MoE plots beside it (<stem>_<part>.png)."""
+    stem = png[:-4] if png.endswith(".png") else png
+    if "attn_fwd" in results:
+        attn_bench.plot(results["attn_fwd"], png)
+    for part, plot in (("grouped_gemm", ggemm_bench.plot), ("moe", moe_bench.plot)):
+        if results.get(part):
+            plot(results[part], f"{stem}_{part}.png" if "attn_fwd" in results else png)
 
 
 def _cache(args) -> int:
@@ -358,10 +386,10 @@ def main(argv=None) -> int:
     be = sub.add_parser("bench", help="benchmark against the anchors (needs a Hopper GPU)")
     be.add_argument("--json", default=None, help="also write the results here")
     be.add_argument("--png", default=None, help="plot the attention results here")
-    be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only")
+    be.add_argument("--quick", action="store_true", help="attention at S = 4096 and 16384 only; grouped GEMM at T = 16384; MoE on two rows")
     be.add_argument("--rounds", type=_positive_int, default=3,
                     help="attention: interleaved timing rounds per cell (ours, cuDNN, FA2 alternating); median reported")
-    be.add_argument("--only", default=None, help="comma list of parts: gemm, fwd, bwd (default: all three)")
+    be.add_argument("--only", default=None, help=f"comma list of parts: {', '.join(BENCH_PARTS)} (default: all)")
     for name, desc in (("sweep", "build and time a config space on one problem"),
                        ("tune", "sweep, then record the winner in the tuned table")):
         sp = sub.add_parser(name, help=desc)

@@ -83,3 +83,47 @@ def format_row(r) -> str:
     return (f"{r['model']:<14} {r['T']:>6} {r['proj']:>4} {r['routing']:>8} {r['direction']:>5} {r['G']:>4} "
             f"{r['K']:>6} {r['N']:>6} {r['ours_tflops']:>6.0f} {r['torch_tflops']:>6.0f} {r['dense_tflops']:>6.0f} "
             f"{r['vs_dense']:>7.3f} {r['vs_torch']:>7.3f}")
+
+
+def check_targets(rows) -> list[tuple[str, bool, str]]:
+    """The grouped-GEMM issue's targets on one run's rows: (target, passed, the weakest cell)."""
+    out = []
+
+    def worst(sel, key):
+        return min(sel, key=lambda r: r[key]) if sel else None
+
+    def cell(r, key):
+        return (f"{r[key]:.3f} ({r['model']} T={r['T']} {r['proj']} {r['routing']} {r['direction']})"
+                if r else "no rows")
+
+    for routing, bar in (("balanced", 0.90), ("skewed", 0.80)):
+        sel = [r for r in rows if r["routing"] == routing and r["rows_per_group"] >= 1024]
+        w = worst(sel, "vs_dense")
+        out.append((f">= {bar:.2f}x dense, {routing}, >= 1024 rows per group", bool(w) and w["vs_dense"] >= bar,
+                    cell(w, "vs_dense")))
+    w = worst([r for r in rows if r["model"] in FINE_GRAINED], "vs_torch")
+    out.append((">= 1.2x torch._grouped_mm on fine-grained rows", bool(w) and w["vs_torch"] >= 1.2,
+                cell(w, "vs_torch")))
+    w = worst(rows, "vs_torch")
+    out.append(("no cell below 1.0x torch._grouped_mm", bool(w) and w["vs_torch"] >= 1.0, cell(w, "vs_torch")))
+    return out
+
+
+def plot(rows, path):
+    """Ratios per cell: x dense matmul and x torch._grouped_mm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.22 * len(rows)), 8), squeeze=False)
+    labels = [f"{r['model'][:8]} {r['T'] // 1024}k {r['proj']} {r['routing'][:4]} {r['direction']}" for r in rows]
+    for ax, key, bar, title in ((axes[0][0], "vs_dense", 0.9, "x dense cuBLAS matmul of equal FLOPs"),
+                                (axes[1][0], "vs_torch", 1.2, "x torch._grouped_mm")):
+        ax.bar(range(len(rows)), [r[key] for r in rows])
+        ax.axhline(bar, color="r", lw=1)
+        ax.set_title(f"cudadent42.grouped_gemm {title} (bf16)")
+        ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=6)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)

@@ -10,6 +10,7 @@ from .attention import AttnFwdConfig
 from .attention_bwd import AttnBwdConfig
 from .base import ConfigError
 from .gemm import GemmConfig
+from .grouped_gemm import GroupedGemmConfig
 
 
 def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int = 132) -> GemmConfig:
@@ -17,6 +18,13 @@ def gemm_config(dtype: str, b_major: str, M: int, N: int, K: int, num_sms: int =
     if N <= 128 or tiles_256 < num_sms // 2:
         return GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=128, stages=6)
     return GemmConfig(dtype=dtype, b_major=b_major, wg_m=64, tile_n=256, stages=4)
+
+
+def grouped_gemm_config(dtype: str, mode: str, a_major: str, b_major: str, N: int) -> GroupedGemmConfig:
+    """128x256 tiles with 4 stages (the dense GEMM's large-problem choice);
+    128-wide N tiles with 6 stages where N itself is narrow."""
+    tile_n, stages = (128, 6) if N <= 128 else (256, 4)
+    return GroupedGemmConfig(dtype=dtype, mode=mode, a_major=a_major, b_major=b_major, tile_n=tile_n, stages=stages)
 
 
 # (head_dim) -> (block_n, stages): the K/V block is as wide as shared memory

@@ -19,7 +19,8 @@ import torch
 
 from ..configs.base import ConfigError
 from ..configs.grouped_gemm import GroupedGemmConfig
-from ..runtime import check_rc, kernel_range, require_hopper, stream_handle
+from ..configs.select import select
+from ..runtime import check_rc, gpu_name, kernel_range, require_hopper, stream_handle
 
 _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _FORMS = {(2, 3): "m", (3, 2): "n", (2, 2): "k", (3, 3): "none"}
@@ -106,15 +107,7 @@ def new_output(a, b, offs, form) -> torch.Tensor:
     return torch.empty_strided(shape, strides, dtype=a.dtype, device=a.device)
 
 
-def default_config(dtype: str, form: str, a_major: str, b_major: str, N: int) -> GroupedGemmConfig:
-    """128x256 tiles with 4 stages (the dense GEMM's large-problem choice);
-    128-wide N tiles where N itself is narrow."""
-    if N <= 128:
-        return GroupedGemmConfig(dtype=dtype, mode=form, a_major=a_major, b_major=b_major, tile_n=128, stages=6)
-    return GroupedGemmConfig(dtype=dtype, mode=form, a_major=a_major, b_major=b_major, tile_n=256, stages=4)
-
-
-def resolve_config(a, b, form, config) -> GroupedGemmConfig:
+def resolve_config(a, b, offs, form, config) -> GroupedGemmConfig:
     a_major = "k" if _layout(a, "a")[0] else "m"
     b_major = "n" if _layout(b, "b")[0] else "k"
     dtype = _DTYPES[a.dtype]
@@ -125,7 +118,9 @@ def resolve_config(a, b, form, config) -> GroupedGemmConfig:
             raise ConfigError(f"grouped_gemm: config {cfg.name} is for (dtype, mode, a_major, b_major) = "
                               f"{(cfg.dtype, cfg.mode, cfg.a_major, cfg.b_major)} but the inputs need {want}")
         return cfg.validate()
-    return default_config(dtype, form, a_major, b_major, b.shape[-1])
+    M, N, K, G = _dims(a, b, offs, form)
+    return select("grouped-gemm", gpu_name(a.device), sizes={}, run=tuning_run, dtype=dtype, mode=form,
+                  a_major=a_major, b_major=b_major, M=M, N=N, K=K, G=G)
 
 
 def _launcher(cfg: GroupedGemmConfig):
@@ -161,7 +156,7 @@ def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> Non
         if t.data_ptr() % 16:
             raise ValueError(f"grouped_gemm: {name} needs a 16-byte aligned data pointer (storage offset "
                              f"{t.storage_offset()})")
-    cfg = resolve_config(a, b, form, config)
+    cfg = resolve_config(a, b, offs, form, config)
     a_row, lda = _layout(a, "a")
     b_row, ldb = _layout(b, "b")
     ldc = out.stride(-2)
@@ -243,5 +238,10 @@ def grouped_gemm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor | None = N
     form = check_inputs(a, b, offs, out_dtype)
     name = config.name if isinstance(config, GroupedGemmConfig) else (config or "")
     if name:
-        resolve_config(a, b, form, name)  # a wrong config is an error here, not inside the op
+        resolve_config(a, b, offs, form, name)  # a wrong config is an error here, not inside the op
     return _grouped_gemm_op(a, b, offs, name)
+
+
+def tuning_run(cfg: GroupedGemmConfig, case: dict) -> torch.Tensor:
+    """run(config, case) of the grouped-gemm family (families/grouped_gemm.py): what sweeps and autotuning time."""
+    return grouped_gemm(case["a"], case["b"], case["offs"], config=cfg)
