@@ -2,9 +2,9 @@
 hundred nanoseconds where the general torch API costs microseconds."""
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .. import env
 
 try:  # the raw cudaStream_t of a device's current stream (what inductor's generated code uses)
     from torch._C import _cuda_getCurrentRawStream as _raw_stream
@@ -27,7 +27,7 @@ def eager_ok(device: torch.device) -> bool:
 
 def nvtx_requested() -> bool:
     """CUDADENT42_NVTX, read when a call plan is built (runtime.kernel_range reads it per launch)."""
-    return os.environ.get("CUDADENT42_NVTX", "") not in ("", "0")
+    return env.get("CUDADENT42_NVTX")
 
 
 def profiling() -> bool:
