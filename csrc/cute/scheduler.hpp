@@ -27,7 +27,7 @@
 // A non-persistent scheduler (one CTA per tile) returns an invalid tile from
 // next_work().
 //
-// Implementations: cute/tile_scheduler.hpp (GEMM), kernels/attention/
+// Implementations: cute/tile_scheduler.hpp (dense GEMM), kernels/attention/
 // fwd_scheduler.hpp (forward: longest-first sections, split tail, atomic
 // claims), kernels/attention/bwd_scheduler.hpp (backward: one key block per
 // CTA in L2-sized groups).

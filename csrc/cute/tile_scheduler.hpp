@@ -1,4 +1,5 @@
-// Static persistent tile scheduler with grouped rasterization.
+// The dense GEMM's scheduler (cute/scheduler.hpp's interface): static,
+// persistent, grouped rasterization.
 //
 // Every CTA of a persistent grid walks tiles blockIdx.x, +gridDim.x, ... .
 // The producer warp and the consumer warpgroups iterate the same sequence
@@ -12,7 +13,19 @@
 
 #include <cute/config.hpp>
 
+#include "cute/scheduler.hpp"
+
 namespace cd42 {
+
+// One output tile of a GEMM: its linear id in the schedule. The block
+// coordinates come from the scheduler (block_coords) when a role needs them:
+// deriving them only for valid tiles keeps the loops' code what it was with
+// a bare tile counter (SASS compared).
+struct GemmWorkTile {
+  int tile;
+  int num_tiles;
+  CUTE_HOST_DEVICE bool is_valid() const { return tile < num_tiles; }
+};
 
 template <int GroupM>
 struct GroupedPersistentScheduler {
@@ -20,39 +33,28 @@ struct GroupedPersistentScheduler {
   int tiles_n;
   int num_tiles;
 
-  CUTE_HOST_DEVICE GroupedPersistentScheduler(int tiles_m_, int tiles_n_)
-      : tiles_m(tiles_m_), tiles_n(tiles_n_), num_tiles(tiles_m_ * tiles_n_) {}
+  // From the kernel parameters (any Params with tiles_m / tiles_n).
+  template <class Params>
+  CUTE_HOST_DEVICE explicit GroupedPersistentScheduler(Params const& p)
+      : tiles_m(p.tiles_m), tiles_n(p.tiles_n), num_tiles(p.tiles_m * p.tiles_n) {}
 
-  CUTE_HOST_DEVICE int first_tile() const {
-#if defined(__CUDA_ARCH__)
-    return blockIdx.x;
-#else
-    return 0;
-#endif
-  }
-  CUTE_HOST_DEVICE int stride() const {
-#if defined(__CUDA_ARCH__)
-    return gridDim.x;
-#else
-    return 1;
-#endif
-  }
-  CUTE_HOST_DEVICE bool valid(int tile) const { return tile < num_tiles; }
+  CUTE_DEVICE GemmWorkTile initial_work() const { return {int(blockIdx.x), num_tiles}; }
+  CUTE_DEVICE GemmWorkTile next_work(GemmWorkTile const& cur) const { return {cur.tile + int(gridDim.x), num_tiles}; }
 
-  // (m_block, n_block) of a linear tile id.
-  CUTE_HOST_DEVICE void coords(int tile, int& m_blk, int& n_blk) const {
+  // (m_block, n_block) of a valid work tile.
+  CUTE_HOST_DEVICE void block_coords(GemmWorkTile const& w, int& m_blk, int& n_blk) const {
     int const tiles_per_group = GroupM * tiles_n;
-    int const group = tile / tiles_per_group;
+    int const group = w.tile / tiles_per_group;
     int const first_m = group * GroupM;
     int const rows_in_group = min(tiles_m - first_m, GroupM);
-    int const in_group = tile - group * tiles_per_group;
+    int const in_group = w.tile - group * tiles_per_group;
     m_blk = first_m + in_group % rows_in_group;
     n_blk = in_group / rows_in_group;
   }
 
-  // A persistent grid never needs more CTAs than tiles.
-  static int grid_size(int num_tiles, int num_sms) {
-    return num_tiles < num_sms ? num_tiles : num_sms;
+  // Host: the persistent grid.
+  static int grid_size(int tiles_m, int tiles_n, int num_sms) {
+    return persistent_grid_size(tiles_m * tiles_n, num_sms);
   }
 };
 

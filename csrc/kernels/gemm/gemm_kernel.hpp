@@ -6,6 +6,13 @@
 // while waiting for the next stage, and writes its rows through the chunked
 // TMA-store epilogue. All roles walk the same static tile schedule, so while
 // consumers run an epilogue the producer is already filling the next tile.
+//
+// The kernel is mainloop (producer_loop / consumer_loop) + epilogue
+// (T::Epilogue) + scheduler: `Scheduler` is a template parameter with
+// cute/scheduler.hpp's interface, constructed from the kernel parameters,
+// and the loops only ask it for work tiles and their block coordinates; another order or
+// claiming scheme plugs in at launch<T, Scheduler> without touching the
+// mainloop. The default is T::Scheduler (cute/tile_scheduler.hpp).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -17,7 +24,7 @@
 
 namespace cd42::gemm {
 
-template <class T>
+template <class T, class Scheduler>
 CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedStorage& ss,
                                typename T::Pipeline& pipeline) {
   using namespace cute;
@@ -34,11 +41,11 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   auto [tBgB, tBsB] = tma_partition(p.tma_b, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sB), group_modes<0, 2>(gB));
 
   int const k_tiles = (p.K + T::kTileK - 1) / T::kTileK;
-  typename T::Scheduler sched(p.tiles_m, p.tiles_n);
+  Scheduler sched(p);
   auto state = cutlass::make_producer_start_state<typename T::Pipeline>();
-  for (int tile = sched.first_tile(); sched.valid(tile); tile += sched.stride()) {
+  for (auto work = sched.initial_work(); work.is_valid(); work = sched.next_work(work)) {
     int m_blk, n_blk;
-    sched.coords(tile, m_blk, n_blk);
+    sched.block_coords(work, m_blk, n_blk);
     for (int k = 0; k < k_tiles; ++k) {
       pipeline.producer_acquire(state);
       auto* bar = pipeline.producer_get_barrier(state);
@@ -55,7 +62,7 @@ CUTE_DEVICE void producer_loop(typename T::Params const& p, typename T::SharedSt
   pipeline.producer_tail(state);
 }
 
-template <class T>
+template <class T, class Scheduler>
 CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedStorage& ss,
                                typename T::Pipeline& pipeline, int wg) {
   using namespace cute;
@@ -80,13 +87,13 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   };
 
   int const k_tiles = (p.K + T::kTileK - 1) / T::kTileK;
-  typename T::Scheduler sched(p.tiles_m, p.tiles_n);
+  Scheduler sched(p);
   typename T::Pipeline::PipelineState read_state;     // stage to wait on next
   typename T::Pipeline::PipelineState release_state;  // oldest stage still read by wgmma
   int epi_chunks = 0;
-  for (int tile = sched.first_tile(); sched.valid(tile); tile += sched.stride()) {
+  for (auto work = sched.initial_work(); work.is_valid(); work = sched.next_work(work)) {
     int m_blk, n_blk;
-    sched.coords(tile, m_blk, n_blk);
+    sched.block_coords(work, m_blk, n_blk);
     int const m_rows = 2 * m_blk + wg;  // this warpgroup's block of WgM rows
 
     // First K tile overwrites the accumulators (no separate clear).
@@ -117,7 +124,7 @@ CUTE_DEVICE void consumer_loop(typename T::Params const& p, typename T::SharedSt
   T::Epilogue::drain(t);
 }
 
-template <class T>
+template <class T, class Scheduler>
 __global__ void __launch_bounds__(T::kThreads, 1) gemm_kernel(CUTE_GRID_CONSTANT typename T::Params const p) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& ss = *reinterpret_cast<typename T::SharedStorage*>(smem_raw);
@@ -141,10 +148,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) gemm_kernel(CUTE_GRID_CONSTANT
 
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Regs::kProducerRegs>();
-    if (warp_idx == 0 && lane_leader) producer_loop<T>(p, ss, pipeline);
+    if (warp_idx == 0 && lane_leader) producer_loop<T, Scheduler>(p, ss, pipeline);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Regs::kConsumerRegs>();
-    consumer_loop<T>(p, ss, pipeline, warp_group - 1);
+    consumer_loop<T, Scheduler>(p, ss, pipeline, warp_group - 1);
   }
 }
 

@@ -21,7 +21,7 @@ inline bool tma_compatible(void const* ptr, int64_t row_stride_elems, int elem_b
          row_stride_elems > 0 && row_stride_elems * elem_bytes < (int64_t(1) << 40);
 }
 
-template <class T>
+template <class T, class Scheduler = typename T::Scheduler>
 int launch(void const* a, void const* b, void* c, int64_t M, int64_t N, int64_t K, int64_t lda,
            int64_t ldb, int64_t ldc, int num_sms, cudaStream_t stream) {
   using E = typename T::Element;
@@ -43,12 +43,12 @@ int launch(void const* a, void const* b, void* c, int64_t M, int64_t N, int64_t 
       int((M + T::kTileM - 1) / T::kTileM), int((N + T::kTileN - 1) / T::kTileN)};
 
   // Once per process: the limit is a per-function attribute.
-  static int smem_status = raise_smem_limit(gemm_kernel<T>, T::kSmemBytes, "gemm");
-  if (smem_status != kOk) smem_status = raise_smem_limit(gemm_kernel<T>, T::kSmemBytes, "gemm");  // again: re-sets the message
+  auto* kernel = gemm_kernel<T, Scheduler>;
+  static int smem_status = raise_smem_limit(kernel, T::kSmemBytes, "gemm");
+  if (smem_status != kOk) smem_status = raise_smem_limit(kernel, T::kSmemBytes, "gemm");  // again: re-sets the message
   if (smem_status != kOk) return smem_status;
-  int const tiles = p.tiles_m * p.tiles_n;
-  dim3 grid(T::Scheduler::grid_size(tiles, num_sms));
-  gemm_kernel<T><<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
+  dim3 grid(Scheduler::grid_size(p.tiles_m, p.tiles_n, num_sms));
+  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
   return check_launch("gemm launch");
 }
 
