@@ -37,6 +37,7 @@ BAD = [  # (a, b, offs, exception, message fragment)
     (t(4, 8), t(4, 8, 12), OFFS4, ValueError, "multiple of 8"),            # N = 12: b's rows unaligned
     (t(4, 16)[:, ::2], t(4, 8, 8), OFFS4, ValueError, "unit stride"),      # no contiguous dim
     (t(8, 5).t(), t(8, 16), OFFS4, ValueError, "multiple of 8"),            # 2Dx2D: a column-major, stride 5
+    (t(4, 8), t(0, 8, 8), OFFS4[:0], ValueError, "at least one group"),    # 2Dx3D with no groups
 ]
 
 

@@ -145,6 +145,16 @@ def test_gradients(form):
     assert_close_to_ref(b.grad, rb, lb, what=f"{form}: db")
 
 
+def test_strided_offsets_read_as_values():
+    """offs may be a strided view (e.g. every other entry of a longer tensor): the values count, not the storage."""
+    T, K, N, G = 1000, 256, 128, 8
+    a, b = matrix(T, K), matrix(K, N, batch=G)
+    dense = offsets(group_sizes(T, G, "skewed", torch.Generator().manual_seed(3)), "cuda")
+    strided = torch.stack([dense, torch.full_like(dense, -7)], 1).reshape(-1)[::2]
+    assert strided.stride(0) == 2 and torch.equal(strided, dense)
+    assert torch.equal(cudadent42.grouped_gemm(a, b, strided), cudadent42.grouped_gemm(a, b, dense))
+
+
 def test_bitwise_reproducible():
     G = 64
     gen = torch.Generator().manual_seed(5)

@@ -78,6 +78,8 @@ def check_inputs(a, b, offs, out_dtype=None) -> str:
                             f"{tuple(offs.shape)}")
         if offs.device != a.device:
             raise ValueError(f"grouped_gemm: offs is on {offs.device} but a is on {a.device}")
+        if offs.numel() == 0 and form != "k":
+            raise ValueError("grouped_gemm: offs must hold at least one group")
         expect = {"m": b.shape[0], "n": a.shape[0]}.get(form)
         if expect is not None and offs.numel() != expect:
             which = "b.shape[0]" if form == "m" else "a.shape[0]"
@@ -162,6 +164,8 @@ def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> Non
     ldc = out.stride(-2)
     c_bs = out.stride(0) if out.dim() == 3 and out.shape[0] > 1 else max(ldc * max(M, 1), 8)
     kernel, launch = _launcher(cfg)
+    if offs is not None and offs.stride(0) != 1:
+        offs = offs.contiguous()  # the kernel reads offs[g] at offs_ptr + g (a strided view would be misread)
     with kernel_range(cfg.name):
         rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), 0 if offs is None else offs.data_ptr(),
                     M, N, K, G, lda, _batch_stride(a, lda, a_row), ldb, _batch_stride(b, ldb, b_row), ldc, c_bs,
