@@ -175,7 +175,8 @@ def test_ncu_command():
 def test_kernel_regex_matches_the_kernel_sources():
     src = Path(__file__).parent.parent / "csrc" / "kernels"
     assert "attn_fwd_kernel<T><<<" in (src / "attention" / "fwd_launch.hpp").read_text()
-    assert "gemm_kernel<T><<<" in (src / "gemm" / "gemm_launch.hpp").read_text()
+    assert "gemm_kernel<T, Scheduler>" in (src / "gemm" / "gemm_launch.hpp").read_text()
+    assert "grouped_gemm_kernel<T><<<" in (src / "grouped_gemm" / "ggemm_launch.hpp").read_text()
 
 
 # ------------------------------------------------------------------ running (faked ncu)

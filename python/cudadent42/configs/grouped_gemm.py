@@ -87,6 +87,9 @@ class GroupedGemmConfig:
             problems.append(f"tile_n={self.tile_n} must be one of 64/128/192/256 (wgmma N, 64-col epilogue chunks)")
         if self.tile_k * self.elem_bytes() != 128:
             problems.append(f"tile_k={self.tile_k}: a K tile must span one 128-byte swizzle row (64 for 16-bit)")
+        if (self.mode, self.a_major) in (("m", "m"), ("k", "k")) or (self.mode, self.b_major) in (("n", "n"), ("k", "k")):
+            problems.append(f"mode {self.mode} with a_major={self.a_major}, b_major={self.b_major}: the ragged dimension "
+                            "must not be an operand's contiguous one (ops/grouped_gemm.py ragged_strided)")
         if not 2 <= self.stages <= 8:
             problems.append(f"stages={self.stages} must be in 2..8")
         if not problems:

@@ -54,6 +54,6 @@ FAMILY = register(Family(
     problem_defaults=dict(dtype="bf16", b_major="k", M=8192, N=8192, K=8192),
     table_key=table_key, heuristic=heuristic, space=SPACE, flops=flops, make_case=make_case, reference=reference,
     runner="cudadent42.ops.gemm:tuning_run",
-    kernel_regex="gemm_kernel",  # cd42::gemm::gemm_kernel<T> (csrc/kernels/gemm/gemm_launch.hpp)
+    kernel_regex="gemm_kernel",  # cd42::gemm::gemm_kernel<T, Scheduler> (csrc/kernels/gemm/gemm_launch.hpp)
     default_configs=default_configs, tuning_problem=tuning_problem,
 ))

@@ -45,7 +45,7 @@ def _matrix(rows, cols, row_major, dt, device, batch=None):
 def make_case(p, device="cuda") -> dict:
     """Operands of the form with balanced groups covering the whole ragged extent."""
     dt, G, M, N, K, mode = torch_dtype(p["dtype"]), p["G"], p["M"], p["N"], p["K"], p["mode"]
-    a_row, b_row = p["a_major"] == "k", p["b_major"] == "n"
+    a_row, b_row = p["a_major"] == "k", p["b_major"] == "n"  # (fixed fields of a valid config)
     ragged = {"m": M, "n": N, "k": K}.get(mode)
     offs = None if ragged is None else offsets(group_sizes(ragged, G, "balanced"), device)
     a = _matrix(M, K, a_row, dt, device, batch=G if mode in ("n", "none") else None)
@@ -58,11 +58,17 @@ def reference(case, upcast: bool):
                                 dtype=torch.float32 if upcast else case["a"].dtype)
 
 
+def _layout_ok(mode, a_major, b_major) -> bool:
+    """The ragged dimension is never an operand's contiguous one (the op re-lays such operands out)."""
+    return not ((mode, a_major) in (("m", "m"), ("k", "k")) or (mode, b_major) in (("n", "n"), ("k", "k")))
+
+
 def default_configs() -> list[GroupedGemmConfig]:
-    """The heuristic's two tiles for every form, dtype and operand layout."""
+    """The heuristic's two tiles for every form, dtype and operand layout the kernel takes."""
     return [grouped_gemm_config(dtype, mode, a_major, b_major, N)
             for dtype in ("bf16", "fp16") for mode in ("m", "n", "k", "none")
-            for a_major in ("k", "m") for b_major in ("k", "n") for N in (128, 256)]
+            for a_major in ("k", "m") for b_major in ("k", "n") for N in (128, 256)
+            if _layout_ok(mode, a_major, b_major)]
 
 
 def tuning_problem(problem, sizes):

@@ -145,6 +145,37 @@ def _batch_stride(t: torch.Tensor, ld: int, row_major: bool) -> int:
     return max(ld * max(rows_of_ld, 1), 8)
 
 
+def _restrided(t: torch.Tensor, row_major: bool) -> torch.Tensor:
+    """A copy of `t` with the other dim of its last two contiguous (leading stride padded to 8)."""
+    rows, cols = t.shape[-2], t.shape[-1]
+    ld = -(-max(cols if row_major else rows, 1) // 8) * 8
+    mat = (ld, 1) if row_major else (1, ld)
+    strides = mat if t.dim() == 2 else ((rows if row_major else cols) * ld, *mat)
+    out = torch.empty_strided(tuple(t.shape), strides, dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+def ragged_strided(a, b, form):
+    """(a, b) with the ragged dimension a strided one of each operand. The kernel's TMA boxes start
+    at group offsets along the ragged dimension; where that dimension is an operand's contiguous
+    one (2Dx3D with column-major a, 3Dx2D with row-major b, 2Dx2D with row-major a or
+    column-major b) the ragged-M variant faulted on an H100 (illegal instruction), so such an
+    operand is copied to the other layout first (one extra pass over it; the layouts autograd and
+    MoE use never need it)."""
+    a_row = _layout(a, "a")[0]
+    b_row = _layout(b, "b")[0]
+    if form == "m" and not a_row:
+        a = _restrided(a, True)
+    elif form == "n" and b_row:
+        b = _restrided(b, False)
+    elif form == "k":
+        if a_row:
+            a = _restrided(a, False)
+        if not b_row:
+            b = _restrided(b, True)
+    return a, b
+
+
 def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> None:
     """Writes the grouped product into `out` (from new_output) without allocating."""
     M, N, K, G = _dims(a, b, offs, form)
@@ -154,6 +185,7 @@ def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> Non
         out.zero_()  # empty reductions; rows past offs[-1] may be zeroed too (they are unspecified)
         return
     sms = require_hopper(a, "grouped_gemm")
+    a, b = ragged_strided(a, b, form)
     for name, t in (("a", a), ("b", b), ("out", out)):
         if t.data_ptr() % 16:
             raise ValueError(f"grouped_gemm: {name} needs a 16-byte aligned data pointer (storage offset "
@@ -193,10 +225,11 @@ def _setup_context(ctx, inputs, output):
 
 
 def _as_operand(t: torch.Tensor) -> torch.Tensor:
-    """A gradient in a layout the kernel takes (autograd may hand any strides)."""
+    """A gradient in a layout the kernel takes (autograd may hand any strides). Decided from
+    strides and the storage offset only: under torch.compile this runs on fake tensors."""
     try:
         _layout(t, "grad")
-        if t.data_ptr() % 16 == 0:
+        if t.storage_offset() * t.element_size() % 16 == 0:
             return t
     except ValueError:
         pass
@@ -242,7 +275,7 @@ def grouped_gemm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor | None = N
     form = check_inputs(a, b, offs, out_dtype)
     name = config.name if isinstance(config, GroupedGemmConfig) else (config or "")
     if name:
-        resolve_config(a, b, offs, form, name)  # a wrong config is an error here, not inside the op
+        resolve_config(*ragged_strided(a, b, form), offs, form, name)  # a wrong config fails here, not in the op
     return _grouped_gemm_op(a, b, offs, name)
 
 
