@@ -67,6 +67,24 @@ struct GroupedScheduler {
     else return prob.tiles_m * ((e - s + T::kTileN - 1) / T::kTileN);
   }
 
+  // A group's tiles in bands of kBand blocks of its ragged dimension, the
+  // ragged index fastest inside a band (the dense GEMM's grouped raster): the
+  // ~132 tiles in flight then share each weight tile among up to kBand row
+  // blocks. Row-block-major order re-read a large group's whole weight
+  // matrix from DRAM once per row block (Mixtral's gate/up: 235 MB per expert
+  // and row block; measured 0.50x a dense matmul of equal FLOPs on an H100).
+  static constexpr int kBand = 8;
+  CUTE_DEVICE static void band_coords(int local, int ragged_tiles, int other_tiles, int& ragged_blk,
+                                      int& other_blk) {
+    int const per_band = kBand * other_tiles;
+    int const band = local / per_band;
+    int const first = band * kBand;
+    int const in_band_blocks = min(ragged_tiles - first, kBand);
+    int const in_band = local - band * per_band;
+    ragged_blk = first + in_band % in_band_blocks;
+    other_blk = in_band / in_band_blocks;
+  }
+
   CUTE_DEVICE WorkTile decode(int id) {
     WorkTile w;
     if constexpr (kMode == Ragged::kNone || kMode == Ragged::kK) {
@@ -107,13 +125,11 @@ struct GroupedScheduler {
           w.end = __shfl_sync(0xffffffffu, e, L);
           int const local = id - cursor_start;
           if constexpr (kMode == Ragged::kM) {
-            // m outer, n inner: the n tiles of one row block run together
-            // and share its A rows in L2.
-            w.m_blk = local / prob.tiles_n;
-            w.n_blk = local - w.m_blk * prob.tiles_n;
+            int const ragged_tiles = (w.end - w.start + T::kTileM - 1) / T::kTileM;
+            band_coords(local, ragged_tiles, prob.tiles_n, w.m_blk, w.n_blk);
           } else {
-            w.n_blk = local / prob.tiles_m;
-            w.m_blk = local - w.n_blk * prob.tiles_m;
+            int const ragged_tiles = (w.end - w.start + T::kTileN - 1) / T::kTileN;
+            band_coords(local, ragged_tiles, prob.tiles_m, w.n_blk, w.m_blk);
           }
           return w;
         }
