@@ -142,7 +142,8 @@ def _build_bwd_plan(who, dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, sc
     if p.kind == _EMPTY or not p.eager:
         return p
     num_sms = require_hopper(q, who)
-    cfg = _pick_config(cfg, _DTYPES[q.dtype], D, mask, deterministic, softcap > 0, varlen, Sq, q.device, who)
+    cfg = _pick_config(cfg, _DTYPES[q.dtype], D, mask, deterministic, softcap > 0, varlen, Sq, gpu_name(q.device),
+                       who)
     if config is None:
         p.version = _table.version
     p.cfg = cfg
@@ -323,7 +324,7 @@ def _tile_group(pairs: int, n_blocks: int, num_sms: int) -> int:
 
 
 def _pick_config(cfg, dtype: str, head_dim: int, mask: str, deterministic: bool, softcap: bool, varlen: bool,
-                 seqlen: int, device, who: str = "attention backward") -> AttnBwdConfig:
+                 seqlen: int, gpu: str, who: str = "attention backward") -> AttnBwdConfig:
     """The explicit config (checked against the call), else the tuned/default one."""
     if cfg is not None:
         want = (dtype, head_dim, mask, deterministic, softcap, varlen)
@@ -332,10 +333,17 @@ def _pick_config(cfg, dtype: str, head_dim: int, mask: str, deterministic: bool,
                              f"head_dim={head_dim}, mask={mask}, deterministic={deterministic}, softcap={softcap}, "
                              f"varlen={varlen})")
         return cfg
+    return default_config(dtype, head_dim, mask, deterministic, softcap, varlen, seqlen, gpu)
+
+
+def default_config(dtype: str, head_dim: int, mask: str, deterministic: bool, softcap: bool, varlen: bool,
+                   seqlen: int, gpu: str) -> AttnBwdConfig:
+    """What a call without `config=` runs on GPU model `gpu` (tuned table, then heuristic); also what
+    scripts/build_default_matrix.py builds for every combination the API accepts."""
     if softcap:  # no tuned entries for softcap (and the tuned block_m may not apply)
         return attn_bwd_config(dtype, head_dim, mask, deterministic, softcap=True, varlen=varlen)
-    cfg = select("attn-bwd", gpu_name(device), dtype=dtype, head_dim=head_dim, mask=mask,
-                 deterministic=deterministic, seqlen=seqlen)
+    cfg = select("attn-bwd", gpu, dtype=dtype, head_dim=head_dim, mask=mask, deterministic=deterministic,
+                 seqlen=seqlen)
     # Varlen runs the dense problem's tiles (tuned on dense inputs).
     return dataclasses.replace(cfg, varlen=True) if varlen else cfg
 
