@@ -61,10 +61,10 @@ struct MoeUpEpilogue {
     int const c0 = w.col0 + j * kChunkN;
     if (c0 >= F) return;  // warpgroup-uniform
     auto const& tma = kPart == Part::kH ? p.tma_h : p.tma_pre;
-    int const batch = kPart == Part::kUp ? 1 : 0;
+    int const out_col = c0 + (kPart == Part::kUp ? F : 0);  // pre: gate columns [0, F), up [F, 2F)
 
     Tensor sC = make_tensor(make_smem_ptr(smem_c), typename T::SmemLayoutC{});  // (WgM,64,2)
-    Tensor mC = tma.get_tma_tensor(make_shape(M, F, kPart == Part::kH ? 1 : 2));
+    Tensor mC = tma.get_tma_tensor(make_shape(M, kPart == Part::kH ? F : 2 * F, 1));
     auto cta_tma = tma.get_slice(Int<0>{});
     Tensor tCsC = cta_tma.partition_S(sC);  // (TMA,1,1,buf)
     ChunkMma chunk_mma;
@@ -97,8 +97,7 @@ struct MoeUpEpilogue {
     bool const cols_whole = c0 + kChunkN <= F;
     if (rows_whole && cols_whole) {
       if (thread_in_wg == 0) {
-        // Element coordinates: the TMA tensor's tile index is in tiles of the chunk shape.
-        Tensor gChunk = local_tile(domain_offset(make_coord(w.row0, c0), mC(_, _, batch)),
+        Tensor gChunk = local_tile(domain_offset(make_coord(w.row0, out_col), mC(_, _, 0)),
                                    Shape<Int<kWgM>, Int<kChunkN>>{}, make_coord(_0{}, _0{}));
         copy(tma, tCsC(_, 0, 0, buf), cta_tma.partition_D(gChunk)(_, 0, 0));
         tma_store_arrive();
@@ -107,7 +106,7 @@ struct MoeUpEpilogue {
       int const rows_valid = min(w.row_end - w.row0, kWgM);
       int const cols_valid = min(F - c0, kChunkN);
       int64_t const ld = kPart == Part::kH ? p.ldh : p.ldpre;
-      Element* out = (kPart == Part::kH ? p.h : p.pre) + int64_t(w.row0) * ld + c0 + (batch ? F : 0);
+      Element* out = (kPart == Part::kH ? p.h : p.pre) + int64_t(w.row0) * ld + out_col;
       // Consecutive threads take consecutive columns: each warp store is one
       // contiguous 64-byte run of a row.
       for (int i = thread_in_wg; i < rows_valid * kChunkN; i += kWarpGroupThreads) {

@@ -44,7 +44,7 @@ int launch(void const* x, void const* w, int const* gather_idx, int const* offs,
                              int((F + T::kHalfN - 1) / T::kHalfN), offs, /*zero_tail=*/1, h, ldh, 0};
   MoeUpParams<T> p{T::make_tma_w(static_cast<Elem const*>(w), int(F), k_desc, int(E), ldw_desc),
                    T::make_tma_out(static_cast<Elem*>(h), int(rows), int(F), 1, ldh, ldh * rows + 8),
-                   T::make_tma_out(static_cast<Elem*>(pre), int(rows), int(F), 2, ldpre, F),
+                   T::make_tma_out(static_cast<Elem*>(pre), int(rows), int(2 * F), 1, ldpre, ldpre * rows + 8),
                    prob,
                    static_cast<Elem const*>(x), ldx, int(tokens), gather_idx,
                    static_cast<Elem*>(h), static_cast<Elem*>(pre), ldh, ldpre};

@@ -92,8 +92,9 @@ struct MoeUpTraits {
     auto mW = make_tensor(make_gmem_ptr(w), make_shape(F, H, 2 * E), make_stride(ldw, _1{}, int64_t(F) * ldw));
     return make_tma_copy(SM90_TMA_LOAD{}, mW, SmemHalfB{}, Shape<Int<kHalfN>, Int<kTileK>>{}, Int<1>{});
   }
-  // An output (rows, cols, batch) view: h is (T*k, F, 1); pre is (T*k, F, 2)
-  // with batch stride F (gate then up columns of one row).
+  // An output (rows, cols, 1) view: h is (T*k, F), pre (T*k, 2F). Only whole
+  // 64-column chunks go out by TMA (the epilogue stores the others itself),
+  // so a gate chunk never spills into pre's up columns.
   static auto make_tma_out(Element* c, int rows, int cols, int batch, int64_t ld, int64_t bs) {
     using namespace cute;
     auto mC = make_tensor(make_gmem_ptr(c), make_shape(rows, cols, batch), make_stride(ld, _1{}, bs));
