@@ -9,7 +9,8 @@ With is_transposed=True (gpt-oss) they are (E, H, 2F) and (E, F, H). From per-ex
   w_down    = torch.stack([down[e].weight for e in range(E)])
 
 Every stage is one function a fused kernel can replace without an API change: moe_route,
-gather_tokens, up_act, down, combine. None reads a device value on the host: counts come
+gather_tokens, up_act, down, combine; gather_up_act runs the first two as one kernel on Hopper
+(ops/moe_up.py). None reads a device value on the host: counts come
 from a searchsorted over the sorted expert ids, the combine is a gather plus a sum over
 the k slots in fixed order (no atomics), so forward and backward are bitwise reproducible.
 Expert ids >= num_experts (left by expert parallelism) are dropped: they sort after every
@@ -23,7 +24,9 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..runtime import hopper_available
 from .grouped_gemm import grouped_gemm
+from .moe_up import moe_up_swiglu, weights_packed
 
 _grouped_mm: Callable | None = None  # None: cudadent42.grouped_gemm; tests inject the float32 reference
 
@@ -172,6 +175,44 @@ def up_act(xs: torch.Tensor, w_gate_up: torch.Tensor, routing: MoERouting, activ
     return _activate(torch.where(_valid_rows(routing), gate_up, 0), activation)
 
 
+_fused_up = True  # use_fused_up(False) forces the staged gather + grouped GEMM + SwiGLU path
+
+
+@contextlib.contextmanager
+def use_fused_up(enabled: bool):
+    """Enable or disable the fused gather + up-projection + SwiGLU kernel (ops/moe_up.py) in moe_experts."""
+    global _fused_up
+    saved, _fused_up = _fused_up, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused_up = saved
+
+
+def _fused_up_applies(x, w_gate_up, activation, bias, is_transposed) -> bool:
+    """The fused kernel's domain: SwiGLU without bias, (E, 2F, H) packed bf16/fp16 weights, 16-byte
+    rows, on an sm_90 GPU, and no test-injected grouped GEMM (which the fused path would bypass)."""
+    E, two_f, H = w_gate_up.shape
+    return (_fused_up and _grouped_mm is None and activation == "swiglu" and bias is None and not is_transposed
+            and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and w_gate_up.dtype == x.dtype
+            and H % 8 == 0 and (two_f // 2) % 8 == 0 and x.stride(-1) == 1 and x.stride(0) % 8 == 0
+            and x.data_ptr() % 16 == 0 and w_gate_up.data_ptr() % 16 == 0 and weights_packed(w_gate_up)
+            and hopper_available())
+
+
+def gather_up_act(x: torch.Tensor, w_gate_up: torch.Tensor, routing: MoERouting, activation: str = "swiglu",
+                  bias: torch.Tensor | None = None, is_transposed: bool = False) -> torch.Tensor:
+    """up_act(gather_tokens(x)): on Hopper, for SwiGLU without bias, one fused kernel that reads x
+    rows in place (no permuted copy) and applies SwiGLU in its epilogue (ops/moe_up.py); it also
+    keeps the pre-activation for the backward. Otherwise the two stages."""
+    if _fused_up_applies(x, w_gate_up, activation, bias, is_transposed):
+        k = routing.ids.shape[1]
+        gather_idx = (routing.order // k).to(torch.int32)
+        h, _pre = moe_up_swiglu(x, w_gate_up, gather_idx, routing.inverse, routing.offs, k)
+        return h
+    return up_act(gather_tokens(x, routing), w_gate_up, routing, activation, bias, is_transposed)
+
+
 def down(h: torch.Tensor, w_down: torch.Tensor, routing: MoERouting, bias: torch.Tensor | None = None,
          is_transposed: bool = False) -> torch.Tensor:
     """Grouped down projection (T*k, F) -> (T*k, H)."""
@@ -217,7 +258,6 @@ def moe_experts(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, w_gat
                          f"(T={x.shape[0]}, k)")
     if routing is None:
         routing = routing_metadata(ids, E)
-    xs = gather_tokens(x, routing)
-    h = up_act(xs, w_gate_up, routing, activation, gate_up_bias, is_transposed)
+    h = gather_up_act(x, w_gate_up, routing, activation, gate_up_bias, is_transposed)
     y = down(h, w_down, routing, down_bias, is_transposed)
     return combine(y, weights, routing, x.dtype)

@@ -13,9 +13,10 @@ from .attention import (
 )
 from .gemm import gemm
 from .grouped_gemm import grouped_mm_reference
-from .moe import experts_reference, moe_reference, route_reference
+from .moe import experts_reference, moe_reference, route_reference, up_swiglu_reference
 from .tolerance import assert_close_to_ref, max_abs_err, within_tolerance
 
 __all__ = ["attention", "attention_grads", "attention_varlen", "attention_varlen_grads", "scores", "visible",
            "gemm", "grouped_mm_reference", "experts_reference", "moe_reference", "route_reference",
+           "up_swiglu_reference",
            "assert_close_to_ref", "max_abs_err", "within_tolerance"]

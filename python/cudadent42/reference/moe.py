@@ -68,3 +68,21 @@ def moe_reference(x, router_weight, w_gate_up, w_down, top_k, **route_kw):
     logits = x.float() @ router_weight.float().t()
     weights, ids = route_reference(logits, top_k, **route_kw)
     return experts_reference(x, weights, ids, w_gate_up, w_down)
+
+
+def up_swiglu_reference(x, w_gate_up, gather_idx, offs, *, dtype=torch.float32):
+    """The fused up-projection's outputs (h (R, F), pre (R, 2F)) in `dtype`, expert by expert:
+    row p of expert e (rows [offs[e-1], offs[e])) is token gather_idx[p] of x (T, H), with
+    pre[p] = x[gather_idx[p]] @ w_gate_up[e].T (gate columns [0, F), up [F, 2F)) and
+    h[p] = silu(gate) * up. Rows past offs[-1] are zero. R = gather_idx.numel()."""
+    E, two_f, _ = w_gate_up.shape
+    rows = gather_idx.numel()
+    pre = torch.zeros(rows, two_f, dtype=dtype, device=x.device)
+    bounds = [0] + [int(v) for v in offs.tolist()]
+    idx = gather_idx.long()
+    for e in range(E):
+        lo, hi = bounds[e], bounds[e + 1]
+        if hi > lo:
+            pre[lo:hi] = x[idx[lo:hi]].to(dtype) @ w_gate_up[e].to(dtype).t()
+    h = activate_reference(pre, "swiglu")
+    return h, pre
