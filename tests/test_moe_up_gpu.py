@@ -128,7 +128,8 @@ def test_moe_experts_fused_matches_reference_and_staged(T, H, F, E, k):
     wd = (torch.randn(E, H, F, device="cuda", generator=g) / F ** 0.5).to(DT).requires_grad_()
     weights = torch.rand(T, k, device="cuda", generator=g).softmax(-1)
     ids = torch.rand(T, E, device="cuda", generator=g).argsort(-1)[:, :k].to(torch.int32)
-    out = moe_experts(x, weights, ids, wg, wd)  # fused up-projection on Hopper
+    with use_fused_up(True):
+        out = moe_experts(x, weights, ids, wg, wd)  # fused up-projection on Hopper
     with use_fused_up(False):
         staged = moe_experts(x, weights, ids, wg, wd)
     ref = experts_reference(x, weights, ids, wg, wd)

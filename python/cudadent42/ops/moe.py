@@ -175,7 +175,7 @@ def up_act(xs: torch.Tensor, w_gate_up: torch.Tensor, routing: MoERouting, activ
     return _activate(torch.where(_valid_rows(routing), gate_up, 0), activation)
 
 
-_fused_up = True  # use_fused_up(False) forces the staged gather + grouped GEMM + SwiGLU path
+_fused_up = False  # off until GPU-verified; use_fused_up(True) runs the fused gather + up-projection + SwiGLU kernel
 
 
 @contextlib.contextmanager
