@@ -48,7 +48,7 @@ SEQLENS = (128, 8192, 131072)
 GEMM_SIZES = (64, 128, 256, 1024, 8192, 65536)
 GEMM_K = (64, 8192)
 GROUPS = (1, 8, 128)
-FAMILY_ORDER = ("attn-bwd", "attn-fwd", "grouped-gemm", "gemm")  # slowest builds first
+FAMILY_ORDER = ("attn-bwd", "attn-fwd", "grouped-gemm", "moe-up", "gemm")  # slowest builds first
 # CI subset: the backward defaults that once spilled 8 bytes (fp16 + softcap + head dim 128, no
 # mask, dense and varlen), so `loss.backward()` raised a build error.
 CI_COMBOS = [("attn-bwd", dict(dtype="fp16", head_dim=128, mask="none", softcap=True, varlen=varlen,
@@ -78,8 +78,24 @@ def gemm_combos():
 
 
 def grouped_gemm_combos():
+    """Every layout the API takes, as the kernel sees it: ops/grouped_gemm.py ragged_strided copies an
+    operand whose contiguous dimension is the ragged one to the other layout first."""
+    seen = set()
     for dtype, mode, a_major, b_major in itertools.product(DTYPES, MODES, ("k", "m"), ("k", "n")):
-        yield dict(dtype=dtype, mode=mode, a_major=a_major, b_major=b_major)
+        a_major = "k" if mode == "m" else "m" if mode == "k" else a_major
+        b_major = "k" if mode == "n" else "n" if mode == "k" else b_major
+        if (dtype, mode, a_major, b_major) not in seen:
+            seen.add((dtype, mode, a_major, b_major))
+            yield dict(dtype=dtype, mode=mode, a_major=a_major, b_major=b_major)
+
+
+def moe_up_combos():
+    for dtype in DTYPES:
+        yield dict(dtype=dtype)
+
+
+def moe_up_configs(combo, gpu):
+    return {select("moe-up", gpu, **combo, T=32768, k=8, H=4096, F=1024, E=128)}
 
 
 def attn_fwd_configs(combo, gpu):
@@ -108,6 +124,7 @@ API = {
     "attn-bwd": (attn_bwd_combos, attn_bwd_configs),
     "gemm": (gemm_combos, gemm_configs),
     "grouped-gemm": (grouped_gemm_combos, grouped_gemm_configs),
+    "moe-up": (moe_up_combos, moe_up_configs),
 }
 
 

@@ -31,7 +31,10 @@ API_SIZES = {
     "attn-fwd": len(DTYPES) * len(HEAD_DIMS) * len(MASKS) * 2 * 2,  # x softcap x varlen
     "attn-bwd": len(DTYPES) * len(BWD_HEAD_DIMS) * len(BWD_MASKS) * 2 * 2 * 2,  # x softcap x varlen x deterministic
     "gemm": len(DTYPES) * 2,  # x B major
-    "grouped-gemm": len(DTYPES) * len(MODES) * 2 * 2,  # x A major x B major
+    # x A major x B major, as the kernel sees them: "none" takes all four, "m" and "n" two (the
+    # ragged operand is re-laid out), "k" one (both are)
+    "grouped-gemm": len(DTYPES) * (4 + 2 + 2 + 1),
+    "moe-up": len(DTYPES),
 }
 # Config fields that must echo the call's (the rest are the tile choice).
 ECHOED = {
@@ -39,6 +42,7 @@ ECHOED = {
     "attn-bwd": ("dtype", "head_dim", "mask", "softcap", "varlen", "deterministic"),
     "gemm": ("dtype", "b_major"),
     "grouped-gemm": ("dtype", "mode", "a_major", "b_major"),
+    "moe-up": ("dtype",),
 }
 
 
