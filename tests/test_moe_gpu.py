@@ -117,7 +117,8 @@ def test_compile_fullgraph():
     compiled = torch.compile(m, fullgraph=True)
     out, aux = compiled(x)
     ref_out, ref_aux = m(x)
-    torch.testing.assert_close(out, ref_out)
+    # Inductor fuses the torch stages (routing, SwiGLU) in its own order: bf16 rounding differs.
+    torch.testing.assert_close(out, ref_out, rtol=2e-2, atol=1e-2)
     (out.float().sum() + aux).backward()
 
 

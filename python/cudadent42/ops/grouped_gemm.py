@@ -185,6 +185,14 @@ def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> Non
         out.zero_()  # empty reductions; rows past offs[-1] may be zeroed too (they are unspecified)
         return
     sms = require_hopper(a, "grouped_gemm")
+    if form == "n":
+        # 3Dx2D runs as its transpose, 2Dx3D: out^T (T, M) = b^T (T, K) @ a_g^T (K, M) per group. The
+        # ragged-N kernel faulted (illegal instruction) on an H100 at G=8, so it is not used until
+        # that is understood; the transposed result is copied into the row-major output.
+        tmp = new_output(b.t(), a.transpose(-2, -1), offs, "m")
+        grouped_gemm_out(b.t(), a.transpose(-2, -1), offs, tmp, "m", None, zero_tail)
+        out.copy_(tmp.t())
+        return
     a, b = ragged_strided(a, b, form)
     for name, t in (("a", a), ("b", b), ("out", out)):
         if t.data_ptr() % 16:
@@ -274,6 +282,9 @@ def grouped_gemm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor | None = N
     """
     form = check_inputs(a, b, offs, out_dtype)
     name = config.name if isinstance(config, GroupedGemmConfig) else (config or "")
+    if name and form == "n":
+        raise ValueError("grouped_gemm: config= is not taken in the 3D x 2D form (it runs as the transposed "
+                         "2D x 3D product with that form's own config)")
     if name:
         resolve_config(*ragged_strided(a, b, form), offs, form, name)  # a wrong config fails here, not in the op
     return _grouped_gemm_op(a, b, offs, name)
