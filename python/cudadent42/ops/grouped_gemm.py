@@ -209,12 +209,8 @@ def grouped_gemm_out(a, b, offs, out, form, config=None, zero_tail=False) -> Non
     with kernel_range(cfg.name):
         rc = launch(a.data_ptr(), b.data_ptr(), out.data_ptr(), 0 if offs is None else offs.data_ptr(),
                     M, N, K, G, lda, _batch_stride(a, lda, a_row), ldb, _batch_stride(b, ldb, b_row), ldc, c_bs,
-                    0, sms, stream_handle(a.device))
+                    int(zero_tail), sms, stream_handle(a.device))
     check_rc(rc, kernel, "grouped_gemm launch")
-    if zero_tail and form == "m" and offs is not None and offs.numel():
-        # Rows past offs[-1] of a gradient: zeroed by a mask on the device (no host sync). The kernel's
-        # own zero-tail group faulted (illegal instruction) on an H100; it stays unused until fixed.
-        out.masked_fill_((torch.arange(out.shape[0], device=out.device) >= offs[-1])[:, None], 0)
 
 
 @torch.library.custom_op("cudadent42::grouped_gemm", mutates_args=())
